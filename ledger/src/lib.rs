@@ -1,0 +1,18 @@
+//! # mesh-ledger
+//!
+//! Owns Mesh Ledger's replicated state and its data: keys and signatures, hashing, the
+//! canonical encoding, transactions, blocks, validator sets, receipts, genesis, deterministic
+//! execution of a block against state, the authenticated state tree with its proofs, and the
+//! RocksDB storage (feature `storage`).
+//!
+//! It must never: do async or network I/O, read a clock, draw randomness, or depend on the
+//! order of a hash map. The same blocks give the same state root on every machine.
+
+pub mod bytes;
+pub mod crypto;
+pub mod encoding;
+pub mod limits;
+pub mod validator;
+
+pub use crypto::{Address, Hash, SecretKey, Signature};
+pub use validator::{Validator, ValidatorSet};
