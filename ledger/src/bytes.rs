@@ -5,7 +5,9 @@
 pub fn parse_hex_fixed<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
     let bytes = parse_hex(text)?;
     let got = bytes.len();
-    bytes.try_into().map_err(|_| HexError::Length { expected: N, got })
+    bytes
+        .try_into()
+        .map_err(|_| HexError::Length { expected: N, got })
 }
 
 /// Parses `0x`-prefixed (or bare) hex of any length.

@@ -40,10 +40,13 @@ impl Address {
     /// The all-zero address; proposer of the genesis header. Not a valid public key.
     pub const ZERO: Address = Address([0; 32]);
 
-    /// Decompresses the public key. Costs about 5 µs: callers on hot paths should cache it.
+    /// Decompresses the public key, refusing weak and non-canonical ones. Costs about 5 µs:
+    /// callers on hot paths should cache it.
     pub fn verifying_key(&self) -> Result<VerifyingKey, CryptoError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::InvalidPublicKey)?;
-        if key.is_weak() {
+        // Refuse small-order keys, and non-canonical encodings: one key must have exactly one
+        // address, or two accounts could share a signer.
+        if key.is_weak() || key.to_edwards().compress().to_bytes() != self.0 {
             return Err(CryptoError::InvalidPublicKey);
         }
         Ok(key)
@@ -95,7 +98,11 @@ impl SecretKey {
 
     /// Signs `payload` under `domain` and `chain_id` (see [`signing_bytes`]).
     pub fn sign(&self, domain: Domain, chain_id: &str, payload: &[u8]) -> Signature {
-        Signature(self.0.sign(&signing_bytes(domain, chain_id, payload)).to_bytes())
+        Signature(
+            self.0
+                .sign(&signing_bytes(domain, chain_id, payload))
+                .to_bytes(),
+        )
     }
 }
 
@@ -141,7 +148,8 @@ pub fn verify_with_key(
     signature: &Signature,
 ) -> Result<(), CryptoError> {
     let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-    key.verify_strict(message, &signature).map_err(|_| CryptoError::InvalidSignature)
+    key.verify_strict(message, &signature)
+        .map_err(|_| CryptoError::InvalidSignature)
 }
 
 /// One item of a batch: who signed, the exact signed bytes, and the signature.
@@ -157,7 +165,11 @@ pub struct SignedMessage<'a> {
 pub fn verify_batch(items: &[SignedMessage<'_>]) -> Result<(), CryptoError> {
     let mut keys = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        keys.push(item.signer.verifying_key().map_err(|_| CryptoError::InvalidSignatureAt { index })?);
+        keys.push(
+            item.signer
+                .verifying_key()
+                .map_err(|_| CryptoError::InvalidSignatureAt { index })?,
+        );
     }
     verify_batch_with_keys(items, &keys)
 }

@@ -20,7 +20,11 @@ pub fn encode<T: BorshSerialize + ?Sized>(value: &T) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("{what} is {len} bytes, more than the limit of {max}")]
-    TooLarge { what: &'static str, len: usize, max: usize },
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
 }
@@ -33,7 +37,14 @@ pub fn decode<T: BorshDeserialize>(
     max_len: usize,
 ) -> Result<T, DecodeError> {
     if bytes.len() > max_len {
-        return Err(DecodeError::TooLarge { what, len: bytes.len(), max: max_len });
+        return Err(DecodeError::TooLarge {
+            what,
+            len: bytes.len(),
+            max: max_len,
+        });
     }
-    borsh::from_slice(bytes).map_err(|err| DecodeError::Malformed { what, reason: err.to_string() })
+    borsh::from_slice(bytes).map_err(|err| DecodeError::Malformed {
+        what,
+        reason: err.to_string(),
+    })
 }

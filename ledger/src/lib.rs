@@ -16,3 +16,21 @@ pub mod validator;
 
 pub use crypto::{Address, Hash, SecretKey, Signature};
 pub use validator::{Validator, ValidatorSet};
+pub mod block;
+pub mod genesis;
+pub mod state;
+pub mod tx;
+
+pub use block::{Block, BlockHeader, FailureReason, Receipt, ReceiptStatus};
+pub use genesis::{Genesis, GenesisAccount, Params};
+pub use state::{Account, StateKey};
+pub use tx::{Op, SignedTransaction, Transaction, TxHash};
+pub mod execution;
+pub mod memory;
+
+pub use execution::{
+    apply_block, build_block, check_stateful, genesis_block, BlockError, ChainContext,
+    ExecutedBlock, StatefulError,
+};
+#[cfg(feature = "storage")]
+pub mod storage;

@@ -51,24 +51,37 @@ impl ValidatorSet {
             return Err(ValidatorSetError::Empty);
         }
         if validators.len() > VALIDATORS_MAX {
-            return Err(ValidatorSetError::TooMany { count: validators.len(), max: VALIDATORS_MAX });
+            return Err(ValidatorSetError::TooMany {
+                count: validators.len(),
+                max: VALIDATORS_MAX,
+            });
         }
-        validators.sort_by(|a, b| a.address.cmp(&b.address));
+        validators.sort_by_key(|v| v.address);
         let mut total_power: u64 = 0;
         for (i, validator) in validators.iter().enumerate() {
             if validator.power == 0 {
-                return Err(ValidatorSetError::ZeroPower { address: validator.address });
+                return Err(ValidatorSetError::ZeroPower {
+                    address: validator.address,
+                });
             }
             if i > 0 && validators[i - 1].address == validator.address {
-                return Err(ValidatorSetError::Duplicate { address: validator.address });
+                return Err(ValidatorSetError::Duplicate {
+                    address: validator.address,
+                });
             }
             if validator.address.verifying_key().is_err() {
-                return Err(ValidatorSetError::InvalidKey { address: validator.address });
+                return Err(ValidatorSetError::InvalidKey {
+                    address: validator.address,
+                });
             }
-            total_power =
-                total_power.checked_add(validator.power).ok_or(ValidatorSetError::PowerOverflow)?;
+            total_power = total_power
+                .checked_add(validator.power)
+                .ok_or(ValidatorSetError::PowerOverflow)?;
         }
-        Ok(ValidatorSet { validators, total_power })
+        Ok(ValidatorSet {
+            validators,
+            total_power,
+        })
     }
 
     /// Validators in address order.
@@ -108,12 +121,15 @@ impl ValidatorSet {
 
     /// Position of `address` in the set.
     pub fn index_of(&self, address: &Address) -> Option<usize> {
-        self.validators.binary_search_by(|v| v.address.cmp(address)).ok()
+        self.validators
+            .binary_search_by(|v| v.address.cmp(address))
+            .ok()
     }
 
     /// Voting power of `address`, zero when it is not a member.
     pub fn power_of(&self, address: &Address) -> u64 {
-        self.index_of(address).map_or(0, |i| self.validators[i].power)
+        self.index_of(address)
+            .map_or(0, |i| self.validators[i].power)
     }
 
     /// Validator at `index`.

@@ -1,0 +1,574 @@
+//! Deterministic execution: validating a block against its parent and executing its
+//! transactions against state, producing receipts, state changes and the new state root.
+//!
+//! A transaction whose nonce is wrong or whose sender cannot pay the fee makes the whole block
+//! invalid (a proposer must never include it). A transaction whose *operation* fails (a transfer
+//! larger than the balance, deleting a missing key) still advances the nonce and pays the fee,
+//! and gets a failed receipt; it never aborts the block.
+
+use std::collections::HashMap;
+
+use jmt::storage::{NodeBatch, TreeReader};
+
+use crate::block::{
+    self, Block, BlockHeader, FailureReason, Receipt, ReceiptStatus, PROTOCOL_VERSION,
+};
+use crate::crypto::{Address, Hash};
+use crate::genesis::{Genesis, GenesisError, Params};
+use crate::state::{self, Account, StateChanges, StateError, StateKey, StateReader};
+use crate::tx::{self, Op, SignedTransaction, Transaction, TxError, TxHash};
+
+/// What execution needs to know about the chain besides state.
+#[derive(Debug, Clone)]
+pub struct ChainContext {
+    pub chain_id: String,
+    pub params: Params,
+    /// Hash of the validator set that must appear in the header.
+    pub validator_set_hash: Hash,
+}
+
+impl ChainContext {
+    /// The context of a chain started from `genesis`.
+    pub fn from_genesis(genesis: &Genesis) -> Result<ChainContext, GenesisError> {
+        Ok(ChainContext {
+            chain_id: genesis.chain_id.clone(),
+            params: genesis.params.clone(),
+            validator_set_hash: genesis.validator_set()?.hash(),
+        })
+    }
+}
+
+/// A block that has been validated and executed but not necessarily stored.
+#[derive(Debug, Clone)]
+pub struct ExecutedBlock {
+    pub block: Block,
+    pub block_hash: Hash,
+    pub tx_hashes: Vec<TxHash>,
+    pub receipts: Vec<Receipt>,
+    pub changes: StateChanges,
+    /// New tree nodes and versioned values of this height.
+    pub tree_nodes: NodeBatch,
+}
+
+impl ExecutedBlock {
+    /// Height of the block.
+    pub fn height(&self) -> u64 {
+        self.block.header.height
+    }
+}
+
+/// Why a block is invalid (or could not be executed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block version {got} is not the supported version {expected}")]
+    WrongVersion { expected: u32, got: u32 },
+    #[error("block is for chain {got:?}, not {expected:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("block height {got} does not follow parent height {parent}")]
+    WrongHeight { parent: u64, got: u64 },
+    #[error("block parent hash {got} is not the parent's hash {expected}")]
+    WrongParent { expected: Hash, got: Hash },
+    #[error("block timestamp {got} ms is before its parent's {parent} ms")]
+    TimestampBeforeParent { parent: u64, got: u64 },
+    #[error("block validator-set hash {got} is not the expected {expected}")]
+    WrongValidatorSet { expected: Hash, got: Hash },
+    #[error("block has {count} transactions, more than the limit of {max}")]
+    TooManyTxs { count: usize, max: u32 },
+    #[error("block transactions are {bytes} bytes, more than the limit of {max}")]
+    TooManyBytes { bytes: u64, max: u64 },
+    #[error("header says {header} transactions, block has {actual}")]
+    TxCountMismatch { header: u32, actual: usize },
+    #[error("tx root {header} in the header does not match the transactions ({computed})")]
+    TxRootMismatch { header: Hash, computed: Hash },
+    #[error("transaction {index} is invalid: {reason}")]
+    InvalidTx { index: usize, reason: TxError },
+    #[error("transaction {index} has nonce {got}, the account expects {expected}")]
+    WrongNonce {
+        index: usize,
+        expected: u64,
+        got: u64,
+    },
+    #[error("transaction {index} offers fee {fee} but the sender holds {balance}")]
+    CannotPayFee {
+        index: usize,
+        fee: u64,
+        balance: u64,
+    },
+    #[error("receipts root {header} in the header does not match execution ({computed})")]
+    ReceiptsRootMismatch { header: Hash, computed: Hash },
+    #[error("state root {header} in the header does not match execution ({computed})")]
+    StateRootMismatch { header: Hash, computed: Hash },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Why a transaction cannot be executed on the current state (as opposed to its operation
+/// failing). Shared with the mempool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatefulError {
+    #[error("nonce {got} is too low: the account expects {expected}")]
+    NonceTooLow { expected: u64, got: u64 },
+    #[error("nonce {got} is too high: the account expects {expected}")]
+    NonceTooHigh { expected: u64, got: u64 },
+    #[error("insufficient balance for the fee: balance {balance}, fee {fee}")]
+    InsufficientFee { balance: u64, fee: u64 },
+}
+
+/// Checks nonce and fee of `tx` against the sender's current account.
+pub fn check_stateful(sender: &Account, tx: &Transaction) -> Result<(), StatefulError> {
+    if tx.nonce < sender.nonce {
+        return Err(StatefulError::NonceTooLow {
+            expected: sender.nonce,
+            got: tx.nonce,
+        });
+    }
+    if tx.nonce > sender.nonce {
+        return Err(StatefulError::NonceTooHigh {
+            expected: sender.nonce,
+            got: tx.nonce,
+        });
+    }
+    if sender.balance < tx.fee {
+        return Err(StatefulError::InsufficientFee {
+            balance: sender.balance,
+            fee: tx.fee,
+        });
+    }
+    Ok(())
+}
+
+/// The state a block's transactions see while it executes: reads fall through to `base`,
+/// writes stay here until the block is done.
+struct WorkingState<'a, S> {
+    base: &'a S,
+    accounts: HashMap<Address, Account>,
+    dirty_accounts: Vec<Address>,
+    values: StateChanges,
+}
+
+impl<'a, S: StateReader> WorkingState<'a, S> {
+    fn new(base: &'a S) -> Self {
+        WorkingState {
+            base,
+            accounts: HashMap::new(),
+            dirty_accounts: Vec::new(),
+            values: StateChanges::new(),
+        }
+    }
+
+    fn account(&mut self, address: &Address) -> Result<Account, StateError> {
+        if let Some(account) = self.accounts.get(address) {
+            return Ok(*account);
+        }
+        let account = self.base.account(address)?.unwrap_or_default();
+        self.accounts.insert(*address, account);
+        Ok(account)
+    }
+
+    fn set_account(&mut self, address: Address, account: Account) {
+        if self.accounts.insert(address, account) != Some(account) {
+            self.dirty_accounts.push(address);
+        }
+    }
+
+    fn value_exists(&self, encoded_key: &[u8]) -> Result<bool, StateError> {
+        match self.values.get(encoded_key) {
+            Some(value) => Ok(value.is_some()),
+            None => Ok(self.base.raw(encoded_key)?.is_some()),
+        }
+    }
+
+    fn into_changes(mut self) -> StateChanges {
+        for address in self.dirty_accounts.drain(..) {
+            if let Some(account) = self.accounts.get(&address) {
+                self.values
+                    .insert(StateKey::Account(address).encode(), Some(account.encode()));
+            }
+        }
+        self.values
+    }
+}
+
+/// Executes `txs` in order against `state` for a block at `height` proposed by `proposer`.
+/// Assumes the transactions passed their stateless checks.
+pub fn execute_txs<S: StateReader>(
+    state: &S,
+    height: u64,
+    proposer: &Address,
+    txs: &[SignedTransaction],
+    tx_hashes: &[TxHash],
+) -> Result<(Vec<Receipt>, StateChanges), BlockError> {
+    let mut working = WorkingState::new(state);
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (index, (stx, tx_hash)) in txs.iter().zip(tx_hashes).enumerate() {
+        let status = execute_one(&mut working, proposer, &stx.tx, index)?;
+        receipts.push(Receipt {
+            tx_hash: *tx_hash,
+            height,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            status,
+            fee_charged: stx.tx.fee,
+        });
+    }
+    Ok((receipts, working.into_changes()))
+}
+
+fn execute_one<S: StateReader>(
+    working: &mut WorkingState<'_, S>,
+    proposer: &Address,
+    tx: &Transaction,
+    index: usize,
+) -> Result<ReceiptStatus, BlockError> {
+    let mut sender = working.account(&tx.sender)?;
+    check_stateful(&sender, tx).map_err(|err| match err {
+        StatefulError::NonceTooLow { expected, got }
+        | StatefulError::NonceTooHigh { expected, got } => BlockError::WrongNonce {
+            index,
+            expected,
+            got,
+        },
+        StatefulError::InsufficientFee { balance, fee } => BlockError::CannotPayFee {
+            index,
+            fee,
+            balance,
+        },
+    })?;
+    // check_stateful guarantees balance >= fee and nonce < u64::MAX (stateless check).
+    sender.balance -= tx.fee;
+    sender.nonce += 1;
+    working.set_account(tx.sender, sender);
+    let mut proposer_account = working.account(proposer)?;
+    proposer_account.balance = proposer_account.balance.saturating_add(tx.fee);
+    working.set_account(*proposer, proposer_account);
+
+    Ok(match &tx.op {
+        Op::Transfer { to, amount } => {
+            let mut sender = working.account(&tx.sender)?;
+            if sender.balance < *amount {
+                ReceiptStatus::Failed {
+                    reason: FailureReason::InsufficientBalance {
+                        needed: *amount,
+                        available: sender.balance,
+                    },
+                }
+            } else if to == &tx.sender {
+                ReceiptStatus::Success
+            } else {
+                let mut recipient = working.account(to)?;
+                match recipient.balance.checked_add(*amount) {
+                    None => ReceiptStatus::Failed {
+                        reason: FailureReason::BalanceOverflow,
+                    },
+                    Some(new_balance) => {
+                        recipient.balance = new_balance;
+                        sender.balance -= amount;
+                        working.set_account(*to, recipient);
+                        working.set_account(tx.sender, sender);
+                        ReceiptStatus::Success
+                    }
+                }
+            }
+        }
+        Op::Put { key, value } => {
+            let encoded = StateKey::Value {
+                owner: tx.sender,
+                key: key.clone(),
+            }
+            .encode();
+            working.values.insert(encoded, Some(value.clone()));
+            ReceiptStatus::Success
+        }
+        Op::Delete { key } => {
+            let encoded = StateKey::Value {
+                owner: tx.sender,
+                key: key.clone(),
+            }
+            .encode();
+            if working.value_exists(&encoded)? {
+                working.values.insert(encoded, None);
+                ReceiptStatus::Success
+            } else {
+                ReceiptStatus::Failed {
+                    reason: FailureReason::KeyNotFound,
+                }
+            }
+        }
+    })
+}
+
+/// Checks everything about `block` that needs no state: header against parent and context,
+/// limits, tx root, every transaction's stateless checks, and all signatures in one batch.
+/// Returns the transaction hashes.
+pub fn check_block_stateless(
+    block: &Block,
+    parent: &BlockHeader,
+    ctx: &ChainContext,
+) -> Result<Vec<TxHash>, BlockError> {
+    let header = &block.header;
+    if header.version != PROTOCOL_VERSION {
+        return Err(BlockError::WrongVersion {
+            expected: PROTOCOL_VERSION,
+            got: header.version,
+        });
+    }
+    if header.chain_id != ctx.chain_id {
+        return Err(BlockError::WrongChain {
+            expected: ctx.chain_id.clone(),
+            got: header.chain_id.clone(),
+        });
+    }
+    if Some(header.height) != parent.height.checked_add(1) {
+        return Err(BlockError::WrongHeight {
+            parent: parent.height,
+            got: header.height,
+        });
+    }
+    let parent_hash = parent.hash();
+    if header.parent_hash != parent_hash {
+        return Err(BlockError::WrongParent {
+            expected: parent_hash,
+            got: header.parent_hash,
+        });
+    }
+    if header.timestamp_ms < parent.timestamp_ms {
+        return Err(BlockError::TimestampBeforeParent {
+            parent: parent.timestamp_ms,
+            got: header.timestamp_ms,
+        });
+    }
+    if header.validator_set_hash != ctx.validator_set_hash {
+        return Err(BlockError::WrongValidatorSet {
+            expected: ctx.validator_set_hash,
+            got: header.validator_set_hash,
+        });
+    }
+    let params = &ctx.params;
+    if block.txs.len() > params.block_txs_max as usize {
+        return Err(BlockError::TooManyTxs {
+            count: block.txs.len(),
+            max: params.block_txs_max,
+        });
+    }
+    if usize::try_from(header.tx_count).ok() != Some(block.txs.len()) {
+        return Err(BlockError::TxCountMismatch {
+            header: header.tx_count,
+            actual: block.txs.len(),
+        });
+    }
+    let mut bytes: u64 = 0;
+    let mut tx_hashes = Vec::with_capacity(block.txs.len());
+    for (index, stx) in block.txs.iter().enumerate() {
+        stx.check_stateless(&ctx.chain_id, params)
+            .map_err(|reason| BlockError::InvalidTx { index, reason })?;
+        let encoded = stx.encode();
+        bytes = bytes.saturating_add(encoded.len() as u64);
+        tx_hashes.push(Hash::of(&encoded));
+    }
+    if bytes > params.block_bytes_max {
+        return Err(BlockError::TooManyBytes {
+            bytes,
+            max: params.block_bytes_max,
+        });
+    }
+    let computed = block::tx_root(&tx_hashes);
+    if computed != header.tx_root {
+        return Err(BlockError::TxRootMismatch {
+            header: header.tx_root,
+            computed,
+        });
+    }
+    tx::verify_signatures(&block.txs)
+        .map_err(|(index, reason)| BlockError::InvalidTx { index, reason })?;
+    Ok(tx_hashes)
+}
+
+/// Validates `block` against its parent header and executes it on `state` (the state after
+/// the parent). Deterministic: the same inputs give the same result on every machine.
+pub fn apply_block<S: StateReader + TreeReader>(
+    state: &S,
+    parent: &BlockHeader,
+    block: &Block,
+    ctx: &ChainContext,
+) -> Result<ExecutedBlock, BlockError> {
+    let tx_hashes = check_block_stateless(block, parent, ctx)?;
+    let header = &block.header;
+    let (receipts, changes) = execute_txs(
+        state,
+        header.height,
+        &header.proposer,
+        &block.txs,
+        &tx_hashes,
+    )?;
+    let receipts_root = block::receipts_root(&receipts);
+    if receipts_root != header.receipts_root {
+        return Err(BlockError::ReceiptsRootMismatch {
+            header: header.receipts_root,
+            computed: receipts_root,
+        });
+    }
+    let (state_root, tree_nodes) = state::compute_state_root(state, header.height, &changes)?;
+    if state_root != header.state_root {
+        return Err(BlockError::StateRootMismatch {
+            header: header.state_root,
+            computed: state_root,
+        });
+    }
+    Ok(ExecutedBlock {
+        block_hash: block.hash(),
+        block: block.clone(),
+        tx_hashes,
+        receipts,
+        changes,
+        tree_nodes,
+    })
+}
+
+/// A candidate transaction the proposer left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excluded {
+    pub tx_hash: TxHash,
+    pub reason: String,
+}
+
+/// Builds and executes the next block from `candidates` (in the order given), leaving out any
+/// transaction that would make the block invalid and stopping at the block limits.
+pub fn build_block<S: StateReader + TreeReader>(
+    state: &S,
+    parent: &BlockHeader,
+    proposer: Address,
+    timestamp_ms: u64,
+    candidates: Vec<SignedTransaction>,
+    ctx: &ChainContext,
+) -> Result<(ExecutedBlock, Vec<Excluded>), BlockError> {
+    let params = &ctx.params;
+    let height = parent
+        .height
+        .checked_add(1)
+        .ok_or(BlockError::WrongHeight {
+            parent: parent.height,
+            got: parent.height,
+        })?;
+    let mut excluded = Vec::new();
+    let mut included = Vec::new();
+    let mut tx_hashes = Vec::new();
+    let mut receipts = Vec::new();
+    let mut bytes: u64 = 0;
+    let mut working = WorkingState::new(state);
+    for stx in candidates {
+        let encoded = stx.encode();
+        let tx_hash = Hash::of(&encoded);
+        if included.len() >= params.block_txs_max as usize
+            || bytes.saturating_add(encoded.len() as u64) > params.block_bytes_max
+        {
+            break;
+        }
+        let verdict = stx
+            .check_stateless(&ctx.chain_id, params)
+            .and_then(|()| stx.verify_signature())
+            .map_err(|err| err.to_string());
+        if let Err(reason) = verdict {
+            excluded.push(Excluded { tx_hash, reason });
+            continue;
+        }
+        // execute_one refuses (nonce, fee) before it mutates anything, so a refused
+        // transaction leaves the working state as it was.
+        match execute_one(&mut working, &proposer, &stx.tx, included.len()) {
+            Ok(status) => {
+                bytes += encoded.len() as u64;
+                receipts.push(Receipt {
+                    tx_hash,
+                    height,
+                    index: u32::try_from(included.len()).unwrap_or(u32::MAX),
+                    status,
+                    fee_charged: stx.tx.fee,
+                });
+                tx_hashes.push(tx_hash);
+                included.push(stx);
+            }
+            Err(BlockError::State(err)) => return Err(BlockError::State(err)),
+            Err(err) => excluded.push(Excluded {
+                tx_hash,
+                reason: err.to_string(),
+            }),
+        }
+    }
+    let changes = working.into_changes();
+    let (state_root, tree_nodes) = state::compute_state_root(state, height, &changes)?;
+    let header = BlockHeader {
+        version: PROTOCOL_VERSION,
+        chain_id: ctx.chain_id.clone(),
+        height,
+        parent_hash: parent.hash(),
+        proposer,
+        timestamp_ms: timestamp_ms.max(parent.timestamp_ms),
+        tx_count: u32::try_from(included.len()).unwrap_or(u32::MAX),
+        tx_root: block::tx_root(&tx_hashes),
+        receipts_root: block::receipts_root(&receipts),
+        state_root,
+        validator_set_hash: ctx.validator_set_hash,
+    };
+    let block = Block {
+        header,
+        txs: included,
+    };
+    Ok((
+        ExecutedBlock {
+            block_hash: block.hash(),
+            block,
+            tx_hashes,
+            receipts,
+            changes,
+            tree_nodes,
+        },
+        excluded,
+    ))
+}
+
+/// The genesis state (version 0) and header (height 0, the parent of block 1).
+pub fn genesis_block<R: TreeReader>(
+    tree: &R,
+    genesis: &Genesis,
+) -> Result<ExecutedBlock, GenesisError> {
+    genesis.validate()?;
+    let mut changes = StateChanges::new();
+    for account in &genesis.accounts {
+        let value = Account {
+            balance: account.balance,
+            nonce: 0,
+        };
+        changes.insert(
+            StateKey::Account(account.address).encode(),
+            Some(value.encode()),
+        );
+    }
+    let (state_root, tree_nodes) =
+        state::compute_state_root(tree, 0, &changes).map_err(|err| GenesisError::Invalid {
+            field: "accounts",
+            reason: err.to_string(),
+        })?;
+    let header = BlockHeader {
+        version: PROTOCOL_VERSION,
+        chain_id: genesis.chain_id.clone(),
+        height: 0,
+        parent_hash: Hash::ZERO,
+        proposer: Address::ZERO,
+        timestamp_ms: genesis.genesis_time_ms,
+        tx_count: 0,
+        tx_root: Hash::ZERO,
+        receipts_root: Hash::ZERO,
+        state_root,
+        validator_set_hash: genesis.validator_set()?.hash(),
+    };
+    let block = Block {
+        header,
+        txs: Vec::new(),
+    };
+    Ok(ExecutedBlock {
+        block_hash: block.hash(),
+        block,
+        tx_hashes: Vec::new(),
+        receipts: Vec::new(),
+        changes,
+        tree_nodes,
+    })
+}

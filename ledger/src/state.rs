@@ -1,0 +1,302 @@
+//! The authenticated state: accounts and the key-value repository, held in a Jellyfish Merkle
+//! tree (jmt) hashed with blake3, with inclusion and absence proofs any client can check
+//! against a header's `state_root` alone.
+//!
+//! Every state entry lives under a [`StateKey`]; the tree is keyed by `blake3(StateKey bytes)`
+//! and versioned by block height (genesis is version 0).
+
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use jmt::storage::{NodeBatch, TreeReader};
+use jmt::{JellyfishMerkleTree, KeyHash, RootHash, SimpleHasher};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Address, Hash};
+use crate::encoding;
+
+/// blake3 as the tree's hash function.
+#[derive(Debug, Clone, Default)]
+pub struct Blake3Hasher(blake3::Hasher);
+
+impl SimpleHasher for Blake3Hasher {
+    fn new() -> Self {
+        Blake3Hasher(blake3::Hasher::new())
+    }
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    fn finalize(self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
+}
+
+// The proof type is generic over its hasher and its derived encodings ask the hasher to be
+// encodable too; the hasher carries no data of its own on the wire.
+impl BorshSerialize for Blake3Hasher {
+    fn serialize<W: std::io::Write>(&self, _writer: &mut W) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl BorshDeserialize for Blake3Hasher {
+    fn deserialize_reader<R: std::io::Read>(_reader: &mut R) -> std::io::Result<Self> {
+        Ok(<Blake3Hasher as SimpleHasher>::new())
+    }
+}
+
+/// An account: its balance and the nonce its next transaction must carry.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Account {
+    pub balance: u64,
+    pub nonce: u64,
+}
+
+impl Account {
+    /// Canonical bytes, as stored in the tree.
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes stored bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Account, StateError> {
+        encoding::decode("account", bytes, 16).map_err(|err| StateError::Corrupt(err.to_string()))
+    }
+}
+
+/// Tag bytes that open each kind of state key; they keep the kinds' key spaces disjoint.
+const ACCOUNT_TAG: u8 = 0x01;
+const VALUE_TAG: u8 = 0x02;
+
+/// Where a state entry lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateKey {
+    Account(Address),
+    Value { owner: Address, key: Vec<u8> },
+}
+
+impl StateKey {
+    /// `0x01 ‖ address` or `0x02 ‖ owner ‖ key`. Ordered so that one owner's keys are
+    /// contiguous, which the storage's prefix scans rely on.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            StateKey::Account(address) => {
+                let mut out = Vec::with_capacity(33);
+                out.push(ACCOUNT_TAG);
+                out.extend_from_slice(&address.0);
+                out
+            }
+            StateKey::Value { owner, key } => {
+                let mut out = Vec::with_capacity(33 + key.len());
+                out.push(VALUE_TAG);
+                out.extend_from_slice(&owner.0);
+                out.extend_from_slice(key);
+                out
+            }
+        }
+    }
+
+    /// The prefix of every value key of `owner`.
+    pub fn value_prefix(owner: &Address) -> Vec<u8> {
+        let mut out = Vec::with_capacity(33);
+        out.push(VALUE_TAG);
+        out.extend_from_slice(&owner.0);
+        out
+    }
+
+    /// Inverse of [`StateKey::encode`].
+    pub fn decode(bytes: &[u8]) -> Option<StateKey> {
+        let (tag, rest) = bytes.split_first()?;
+        let address = Address(rest.get(..32)?.try_into().ok()?);
+        match *tag {
+            ACCOUNT_TAG if rest.len() == 32 => Some(StateKey::Account(address)),
+            VALUE_TAG if rest.len() > 32 => Some(StateKey::Value {
+                owner: address,
+                key: rest[32..].to_vec(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The tree key of an encoded state key.
+pub fn key_hash(encoded_key: &[u8]) -> KeyHash {
+    KeyHash::with::<Blake3Hasher>(encoded_key)
+}
+
+/// Why state could not be read or updated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+    #[error("state tree error: {0}")]
+    Tree(String),
+    #[error("height {height} is not retained (retained: {oldest}..={newest})")]
+    HeightNotRetained {
+        height: u64,
+        oldest: u64,
+        newest: u64,
+    },
+}
+
+/// Read access to the latest state (or a speculative state layered on it).
+pub trait StateReader {
+    /// The stored bytes under an encoded state key.
+    fn raw(&self, encoded_key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// An account; `None` if it was never created.
+    fn account(&self, address: &Address) -> Result<Option<Account>, StateError> {
+        self.raw(&StateKey::Account(*address).encode())?
+            .map(|bytes| Account::decode(&bytes))
+            .transpose()
+    }
+
+    /// A value of the key-value repository.
+    fn value(&self, owner: &Address, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.raw(
+            &StateKey::Value {
+                owner: *owner,
+                key: key.to_vec(),
+            }
+            .encode(),
+        )
+    }
+}
+
+/// Writes of one block: encoded state key → new bytes (`None` deletes). A `BTreeMap`, so
+/// iteration order, and so everything derived from it, is the same on every machine.
+pub type StateChanges = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Computes the state root at `version` after applying `changes` on top of `version - 1`, and
+/// the tree nodes to store. For version 0 (genesis) the tree starts empty.
+pub fn compute_state_root<R: TreeReader>(
+    tree: &R,
+    version: u64,
+    changes: &StateChanges,
+) -> Result<(Hash, NodeBatch), StateError> {
+    let value_set: Vec<(KeyHash, Option<Vec<u8>>)> = changes
+        .iter()
+        .map(|(key, value)| (key_hash(key), value.clone()))
+        .collect();
+    let jmt = JellyfishMerkleTree::<_, Blake3Hasher>::new(tree);
+    let (root, batch) = jmt
+        .put_value_set(value_set, version)
+        .map_err(|err| StateError::Tree(err.to_string()))?;
+    Ok((Hash(root.0), batch.node_batch))
+}
+
+/// Reads an entry at `version` with a proof of inclusion (or absence).
+pub fn prove<R: TreeReader>(
+    tree: &R,
+    version: u64,
+    encoded_key: &[u8],
+) -> Result<(Option<Vec<u8>>, StateProof), StateError> {
+    let jmt = JellyfishMerkleTree::<_, Blake3Hasher>::new(tree);
+    let (value, proof) = jmt
+        .get_with_proof(key_hash(encoded_key), version)
+        .map_err(|err| StateError::Tree(err.to_string()))?;
+    Ok((value, StateProof(proof)))
+}
+
+/// The root of the tree at `version`.
+pub fn root_at<R: TreeReader>(tree: &R, version: u64) -> Result<Hash, StateError> {
+    let jmt = JellyfishMerkleTree::<_, Blake3Hasher>::new(tree);
+    jmt.get_root_hash(version)
+        .map(|root| Hash(root.0))
+        .map_err(|err| StateError::Tree(err.to_string()))
+}
+
+/// A Merkle proof that a state key holds a value, or holds none, under some root.
+#[derive(BorshSerialize, BorshDeserialize)]
+pub struct StateProof(pub jmt::proof::SparseMerkleProof<Blake3Hasher>);
+
+impl std::fmt::Debug for StateProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateProof")
+            .field("encoded_bytes", &self.encode().len())
+            .finish()
+    }
+}
+
+impl Clone for StateProof {
+    fn clone(&self) -> Self {
+        StateProof(self.0.clone())
+    }
+}
+
+impl StateProof {
+    /// Canonical bytes, for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes untrusted bytes (a proof has at most 256 siblings of 33 bytes or so).
+    pub fn decode(bytes: &[u8]) -> Result<StateProof, ProofError> {
+        encoding::decode("state proof", bytes, PROOF_BYTES_MAX)
+            .map_err(|err| ProofError(err.to_string()))
+    }
+}
+
+/// Largest encoded proof accepted.
+pub const PROOF_BYTES_MAX: usize = 16 * 1024;
+
+/// A proof did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state proof does not verify: {0}")]
+pub struct ProofError(pub String);
+
+/// Verifies that under `root`, `key` holds exactly `value` (`None`: holds nothing). Needs
+/// nothing but the root: usable by light clients.
+pub fn verify_proof(
+    root: &Hash,
+    key: &StateKey,
+    value: Option<&[u8]>,
+    proof: &StateProof,
+) -> Result<(), ProofError> {
+    proof
+        .0
+        .verify(RootHash(root.0), key_hash(&key.encode()), value)
+        .map_err(|err| ProofError(err.to_string()))
+}
+
+/// Verifies an account read (`None`: the account does not exist).
+pub fn verify_account_proof(
+    root: &Hash,
+    address: &Address,
+    account: Option<&Account>,
+    proof: &StateProof,
+) -> Result<(), ProofError> {
+    let bytes = account.map(Account::encode);
+    verify_proof(root, &StateKey::Account(*address), bytes.as_deref(), proof)
+}
+
+/// Verifies a key-value read (`None`: the key is not set).
+pub fn verify_value_proof(
+    root: &Hash,
+    owner: &Address,
+    key: &[u8],
+    value: Option<&[u8]>,
+    proof: &StateProof,
+) -> Result<(), ProofError> {
+    verify_proof(
+        root,
+        &StateKey::Value {
+            owner: *owner,
+            key: key.to_vec(),
+        },
+        value,
+        proof,
+    )
+}

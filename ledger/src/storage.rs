@@ -1,0 +1,592 @@
+//! RocksDB storage: blocks, certificates, receipts, the transaction index, the state tree and
+//! the latest state, committed one block at a time in a single synced write batch.
+//!
+//! Layout (schema version [`SCHEMA_VERSION`], documented in `docs/storage.md`):
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `meta` | name | see `META_*` |
+//! | `headers` | height (u64 BE) | borsh `BlockHeader` |
+//! | `block_txs` | height | borsh `Vec<SignedTransaction>` |
+//! | `block_index` | block hash | height |
+//! | `certificates` | height | finality certificate, opaque bytes from consensus |
+//! | `tx_index` | tx hash | height ‖ index (u32 BE) |
+//! | `receipts` | height ‖ index | borsh `Receipt` |
+//! | `tree_nodes` | borsh jmt `NodeKey` | borsh jmt `Node` |
+//! | `tree_values` | key hash ‖ version (u64 BE) | borsh `Option<Vec<u8>>` |
+//! | `state` | encoded `StateKey` | latest value |
+//! | `consensus` | name | the consensus driver's safety state |
+//!
+//! *Invariant:* everything of height h is written by one batch, together with `meta/latest`
+//! = h; so after a crash at any instant the database holds whole blocks 0..=latest and nothing
+//! of latest + 1.
+
+use std::path::{Path, PathBuf};
+
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, Version};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions, DB,
+};
+
+use crate::block::{Block, BlockHeader, Receipt};
+use crate::crypto::{Address, Hash};
+use crate::encoding::{self, encode};
+use crate::execution::{genesis_block, ExecutedBlock};
+use crate::genesis::{Genesis, GenesisError};
+use crate::limits::HEADER_BYTES_MAX;
+use crate::state::{self, Account, StateError, StateKey, StateProof, StateReader};
+use crate::tx::{SignedTransaction, TxHash};
+
+/// Version of the storage layout above. A database of another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const CF_META: &str = "meta";
+const CF_HEADERS: &str = "headers";
+const CF_BLOCK_TXS: &str = "block_txs";
+const CF_BLOCK_INDEX: &str = "block_index";
+const CF_CERTIFICATES: &str = "certificates";
+const CF_TX_INDEX: &str = "tx_index";
+const CF_RECEIPTS: &str = "receipts";
+const CF_TREE_NODES: &str = "tree_nodes";
+const CF_TREE_VALUES: &str = "tree_values";
+const CF_STATE: &str = "state";
+const CF_CONSENSUS: &str = "consensus";
+const COLUMN_FAMILIES: [&str; 11] = [
+    CF_META,
+    CF_HEADERS,
+    CF_BLOCK_TXS,
+    CF_BLOCK_INDEX,
+    CF_CERTIFICATES,
+    CF_TX_INDEX,
+    CF_RECEIPTS,
+    CF_TREE_NODES,
+    CF_TREE_VALUES,
+    CF_STATE,
+    CF_CONSENSUS,
+];
+
+const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+const META_LATEST_HEIGHT: &[u8] = b"latest_height";
+const META_GENESIS_HASH: &[u8] = b"genesis_hash";
+
+/// Bound on any stored blob we decode (a block's transactions are the largest).
+const STORED_BYTES_MAX: usize = 128 << 20;
+
+/// Why the store failed. Any error from a write is fatal to a node: it must stop rather than
+/// run on a state that may differ from what is on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the database at {path} has schema version {found}; this meshd reads version {expected}. Use a meshd release that reads version {found}, or resync into an empty data directory")]
+    SchemaMismatch {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("the database at {path} was made from another genesis (stored {stored}, given {given}); point --home at the right directory")]
+    GenesisMismatch {
+        path: String,
+        stored: Hash,
+        given: Hash,
+    },
+    #[error("database error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt database: {0}")]
+    Corrupt(String),
+    #[error("block {got} cannot be committed: the next height is {expected}")]
+    NotNext { expected: u64, got: u64 },
+    #[error("block {height} does not extend the stored chain (parent {parent} is not {stored})")]
+    WrongParent {
+        height: u64,
+        parent: Hash,
+        stored: Hash,
+    },
+    #[error("the database has no genesis yet")]
+    NoGenesis,
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+}
+
+/// A key of the repository and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Where a transaction landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxLocation {
+    pub height: u64,
+    pub index: u32,
+}
+
+/// The node's database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn height_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+fn location_key(height: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&height.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn tree_value_key(key_hash: &KeyHash, version: Version) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(&key_hash.0);
+    key[32..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn decode_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, not 8", bytes.len())))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn decode_stored<T: borsh::BorshDeserialize>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, StoreError> {
+    encoding::decode(what, bytes, max).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, refusing one of another schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let open_error = |reason: String| StoreError::Open {
+            path: shown.clone(),
+            reason,
+        };
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_paranoid_checks(true);
+        let cache = Cache::new_lru_cache(128 << 20);
+        let descriptors = COLUMN_FAMILIES.iter().map(|name| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            let mut cf_options = Options::default();
+            cf_options.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(*name, cf_options)
+        });
+        if path.exists() {
+            // A directory of something else is refused rather than turned into a database.
+            let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+            let foreign = existing
+                .iter()
+                .find(|name| *name != "default" && !COLUMN_FAMILIES.contains(&name.as_str()));
+            if let Some(name) = foreign {
+                return Err(open_error(format!("it has a column family {name:?} that Mesh Ledger does not use: not a Mesh Ledger database")));
+            }
+        }
+        let db = DB::open_cf_descriptors(&options, path, descriptors)
+            .map_err(|err| open_error(err.to_string()))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        match store.get(CF_META, META_SCHEMA_VERSION)? {
+            Some(bytes) => {
+                let array: [u8; 4] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| open_error("schema version record is malformed".into()))?;
+                let found = u32::from_be_bytes(array);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::SchemaMismatch {
+                        path: shown,
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                if store.get(CF_META, META_LATEST_HEIGHT)?.is_some() {
+                    return Err(open_error(
+                        "it has blocks but no schema version record".into(),
+                    ));
+                }
+                let mut batch = WriteBatch::default();
+                batch.put_cf(
+                    store.cf(CF_META)?,
+                    META_SCHEMA_VERSION,
+                    SCHEMA_VERSION.to_be_bytes(),
+                );
+                store.write_synced(batch)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("column family {name} is missing")))
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Writes the genesis state and header (height 0) into an empty database, or checks that
+    /// the stored genesis is `genesis`. Returns the genesis header.
+    pub fn init_genesis(&self, genesis: &Genesis) -> Result<BlockHeader, StoreError> {
+        let given = genesis.hash();
+        if let Some(stored) = self.get(CF_META, META_GENESIS_HASH)? {
+            let stored = Hash(
+                stored
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("genesis hash record is malformed".into()))?,
+            );
+            if stored != given {
+                return Err(StoreError::GenesisMismatch {
+                    path: self.path.display().to_string(),
+                    stored,
+                    given,
+                });
+            }
+            return self.header(0)?.ok_or(StoreError::NoGenesis);
+        }
+        let executed = genesis_block(self, genesis)?;
+        let mut batch = self.block_batch(&executed, &[])?;
+        batch.put_cf(self.cf(CF_META)?, META_GENESIS_HASH, given.0);
+        self.write_synced(batch)?;
+        Ok(executed.block.header)
+    }
+
+    /// Height of the newest committed block (0 = only genesis), `None` before genesis.
+    pub fn latest_height(&self) -> Result<Option<u64>, StoreError> {
+        self.get(CF_META, META_LATEST_HEIGHT)?
+            .map(|bytes| decode_u64("latest height", &bytes))
+            .transpose()
+    }
+
+    /// The newest committed header.
+    pub fn latest_header(&self) -> Result<BlockHeader, StoreError> {
+        let height = self.latest_height()?.ok_or(StoreError::NoGenesis)?;
+        self.header(height)?
+            .ok_or_else(|| StoreError::Corrupt(format!("header {height} is missing")))
+    }
+
+    /// The header at `height`.
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
+        self.get(CF_HEADERS, &height_key(height))?
+            .map(|bytes| decode_stored("header", &bytes, HEADER_BYTES_MAX))
+            .transpose()
+    }
+
+    /// The block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let Some(header) = self.header(height)? else {
+            return Ok(None);
+        };
+        let bytes = self
+            .get(CF_BLOCK_TXS, &height_key(height))?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("transactions of block {height} are missing"))
+            })?;
+        let txs: Vec<SignedTransaction> =
+            decode_stored("block transactions", &bytes, STORED_BYTES_MAX)?;
+        Ok(Some(Block { header, txs }))
+    }
+
+    /// The height of the block with hash `hash`.
+    pub fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+        self.get(CF_BLOCK_INDEX, &hash.0)?
+            .map(|bytes| decode_u64("block index", &bytes))
+            .transpose()
+    }
+
+    /// The finality certificate stored with block `height` (empty for genesis).
+    pub fn certificate(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_CERTIFICATES, &height_key(height))
+    }
+
+    /// Where a transaction landed, if it is final.
+    pub fn tx_location(&self, tx_hash: &TxHash) -> Result<Option<TxLocation>, StoreError> {
+        let Some(bytes) = self.get(CF_TX_INDEX, &tx_hash.0)? else {
+            return Ok(None);
+        };
+        if bytes.len() != 12 {
+            return Err(StoreError::Corrupt(format!(
+                "tx index entry is {} bytes, not 12",
+                bytes.len()
+            )));
+        }
+        let height = decode_u64("tx height", &bytes[..8])?;
+        let index = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        Ok(Some(TxLocation { height, index }))
+    }
+
+    /// The receipt of a final transaction.
+    pub fn receipt(&self, tx_hash: &TxHash) -> Result<Option<Receipt>, StoreError> {
+        let Some(location) = self.tx_location(tx_hash)? else {
+            return Ok(None);
+        };
+        self.get(CF_RECEIPTS, &location_key(location.height, location.index))?
+            .map(|bytes| decode_stored("receipt", &bytes, 1024))
+            .transpose()
+    }
+
+    /// The receipts of block `height`, in order.
+    pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
+        let cf = self.cf(CF_RECEIPTS)?;
+        let start = location_key(height, 0);
+        let mut receipts = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if key.len() != 12 || key[..8] != height_key(height) {
+                break;
+            }
+            receipts.push(decode_stored("receipt", &value, 1024)?);
+        }
+        Ok(receipts)
+    }
+
+    /// Commits an executed block and its certificate in one synced batch. The block must
+    /// extend the newest stored block.
+    pub fn commit_block(
+        &self,
+        executed: &ExecutedBlock,
+        certificate: &[u8],
+    ) -> Result<(), StoreError> {
+        let latest = self.latest_header()?;
+        let header = &executed.block.header;
+        let expected = latest.height + 1;
+        if header.height != expected {
+            return Err(StoreError::NotNext {
+                expected,
+                got: header.height,
+            });
+        }
+        let stored = latest.hash();
+        if header.parent_hash != stored {
+            return Err(StoreError::WrongParent {
+                height: header.height,
+                parent: header.parent_hash,
+                stored,
+            });
+        }
+        let batch = self.block_batch(executed, certificate)?;
+        self.write_synced(batch)
+    }
+
+    fn block_batch(
+        &self,
+        executed: &ExecutedBlock,
+        certificate: &[u8],
+    ) -> Result<WriteBatch, StoreError> {
+        let header = &executed.block.header;
+        let height = header.height;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_HEADERS)?, height_key(height), encode(header));
+        batch.put_cf(
+            self.cf(CF_BLOCK_TXS)?,
+            height_key(height),
+            encode(&executed.block.txs),
+        );
+        batch.put_cf(
+            self.cf(CF_BLOCK_INDEX)?,
+            executed.block_hash.0,
+            height_key(height),
+        );
+        batch.put_cf(self.cf(CF_CERTIFICATES)?, height_key(height), certificate);
+        let tx_index = self.cf(CF_TX_INDEX)?;
+        let receipts = self.cf(CF_RECEIPTS)?;
+        for (index, (tx_hash, receipt)) in executed
+            .tx_hashes
+            .iter()
+            .zip(&executed.receipts)
+            .enumerate()
+        {
+            let index = u32::try_from(index)
+                .map_err(|_| StoreError::Corrupt("too many transactions".into()))?;
+            batch.put_cf(tx_index, tx_hash.0, location_key(height, index));
+            batch.put_cf(receipts, location_key(height, index), encode(receipt));
+        }
+        let nodes = self.cf(CF_TREE_NODES)?;
+        for (key, node) in executed.tree_nodes.nodes() {
+            batch.put_cf(nodes, encode(key), encode(node));
+        }
+        let values = self.cf(CF_TREE_VALUES)?;
+        for ((version, key_hash), value) in executed.tree_nodes.values() {
+            batch.put_cf(values, tree_value_key(key_hash, *version), encode(value));
+        }
+        let state = self.cf(CF_STATE)?;
+        for (key, value) in &executed.changes {
+            match value {
+                Some(bytes) => batch.put_cf(state, key, bytes),
+                None => batch.delete_cf(state, key),
+            }
+        }
+        batch.put_cf(self.cf(CF_META)?, META_LATEST_HEIGHT, height_key(height));
+        Ok(batch)
+    }
+
+    fn check_retained(&self, height: u64) -> Result<(), StoreError> {
+        let newest = self.latest_height()?.ok_or(StoreError::NoGenesis)?;
+        if height > newest {
+            return Err(StateError::HeightNotRetained {
+                height,
+                oldest: 0,
+                newest,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// An account at `height` with its proof against that height's state root.
+    pub fn account_at(
+        &self,
+        address: &Address,
+        height: u64,
+    ) -> Result<(Option<Account>, StateProof), StoreError> {
+        self.check_retained(height)?;
+        let (bytes, proof) = state::prove(self, height, &StateKey::Account(*address).encode())?;
+        let account = bytes.map(|bytes| Account::decode(&bytes)).transpose()?;
+        Ok((account, proof))
+    }
+
+    /// A key-value entry at `height` with its proof against that height's state root.
+    pub fn value_at(
+        &self,
+        owner: &Address,
+        key: &[u8],
+        height: u64,
+    ) -> Result<(Option<Vec<u8>>, StateProof), StoreError> {
+        self.check_retained(height)?;
+        let encoded = StateKey::Value {
+            owner: *owner,
+            key: key.to_vec(),
+        }
+        .encode();
+        Ok(state::prove(self, height, &encoded)?)
+    }
+
+    /// The state root of `height` recomputed from the tree (for audits; headers store it).
+    pub fn state_root_at(&self, height: u64) -> Result<Hash, StoreError> {
+        self.check_retained(height)?;
+        Ok(state::root_at(self, height)?)
+    }
+
+    /// Up to `limit` latest entries of `owner` whose key starts with `prefix`, in key order,
+    /// starting after `start_after` when given.
+    pub fn keys(
+        &self,
+        owner: &Address,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let owner_prefix = StateKey::value_prefix(owner);
+        let mut full_prefix = owner_prefix.clone();
+        full_prefix.extend_from_slice(prefix);
+        let mut start = full_prefix.clone();
+        if let Some(after) = start_after {
+            start = owner_prefix.clone();
+            start.extend_from_slice(after);
+            start.push(0); // the smallest key strictly after `after`
+            if start < full_prefix {
+                start = full_prefix.clone();
+            }
+        }
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_STATE)?,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(&full_prefix) || entries.len() >= limit {
+                break;
+            }
+            entries.push((key[owner_prefix.len()..].to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Durably stores a record of the consensus driver (its safety state). Synced before it
+    /// returns: the driver sends the vote this record protects only afterwards.
+    pub fn put_consensus_record(&self, name: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CONSENSUS)?, name, bytes);
+        self.write_synced(batch)
+    }
+
+    /// Reads a record of the consensus driver.
+    pub fn consensus_record(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_CONSENSUS, name)
+    }
+}
+
+impl StateReader for Store {
+    fn raw(&self, encoded_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.get(CF_STATE, encoded_key)
+            .map_err(|err| StateError::Storage(err.to_string()))
+    }
+}
+
+impl TreeReader for Store {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let Some(bytes) = self.get(CF_TREE_NODES, &encode(node_key))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode_stored("tree node", &bytes, 64 * 1024)?))
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_TREE_VALUES)?);
+        iter.seek_for_prev(tree_value_key(&key_hash, max_version));
+        if let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if key.len() == 40 && key[..32] == key_hash.0 {
+                let value: Option<Vec<u8>> = decode_stored("tree value", value, STORED_BYTES_MAX)?;
+                return Ok(value);
+            }
+        }
+        iter.status()?;
+        Ok(None)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!("rightmost-leaf lookups (tree restore) are not supported")
+    }
+}
