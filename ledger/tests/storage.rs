@@ -9,7 +9,9 @@
 
 mod support;
 
-use std::process::Command;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use mesh_ledger::execution::apply_block;
@@ -291,6 +293,8 @@ fn crash_child_entry_point() {
     while height < blocks.len() {
         commit_next(&store, &ctx, &blocks[height]);
         height += 1;
+        // The parent counts these lines to kill us in the middle of the commit stream.
+        println!("committed {height}");
     }
 }
 
@@ -307,13 +311,36 @@ fn sigkill_at_random_moments_loses_nothing_committed() {
     let mut last_height = 0u64;
     for round in 0..12 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_entry_point", "--test-threads", "1"])
+            .args(["--exact", "crash_child_entry_point", "--test-threads", "1", "--nocapture"])
             .env("MESH_CRASH_DIR", dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
+        // Kill after a random number of commits (and a random few milliseconds more), so the
+        // kill lands inside the stream of commits however fast or slow this machine is.
+        let commits_before_kill = rng.gen_range(1..=12);
+        let (lines_tx, lines_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("committed ") && lines_tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = 0;
+        while seen < commits_before_kill {
+            match lines_rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(()) => seen += 1,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break, // the child finished
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("round {round}: the child made no progress for 120 s");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.gen_range(0..5_000)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL on Unix
             kills += 1;

@@ -1,0 +1,170 @@
+//! Finality: turning a finalization certificate into `Finalize` outputs for the block and its
+//! not-yet-final ancestors, asking for blocks we lack, and accepting synced blocks.
+
+use std::collections::BTreeMap;
+
+use mesh_ledger::Hash;
+
+use crate::machine::Consensus;
+use crate::types::{Block, CertifiedBlock, FinalityCertificate};
+use crate::{Output, Rejection};
+
+impl Consensus {
+    /// Applies the pending finalization when every block between our finalized block and it
+    /// is known; otherwise asks for the missing range once.
+    pub(crate) fn try_apply_finality(&mut self) {
+        let Some(cert) = self.pending_finality.clone() else {
+            return;
+        };
+        if cert.subject.height <= self.finalized.height {
+            self.pending_finality = None;
+            return;
+        }
+        match self.chain_down_to_finalized(&cert, &BTreeMap::new()) {
+            Some(chain) => {
+                self.pending_finality = None;
+                let with_certs = chain
+                    .into_iter()
+                    .map(|block| {
+                        let own = self.own_certificate(&block);
+                        let certificate = own.unwrap_or_else(|| cert.clone());
+                        CertifiedBlock { block, certificate }
+                    })
+                    .collect();
+                self.finalize_chain(with_certs, cert);
+            }
+            None => {
+                if self.sync_requested_to < cert.subject.height {
+                    self.sync_requested_to = cert.subject.height;
+                    self.outputs.push(Output::RequestSync {
+                        from: self.finalized.height.next(),
+                        to: cert.subject.height,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The blocks from just above our finalized block up to the certified one, ascending, if
+    /// all are known and the parent links reach our finalized block.
+    fn chain_down_to_finalized(
+        &self,
+        cert: &FinalityCertificate,
+        extra: &BTreeMap<Hash, Block>,
+    ) -> Option<Vec<Block>> {
+        let mut chain = Vec::new();
+        let mut hash = cert.subject.hash;
+        let mut height = cert.subject.height;
+        while height > self.finalized.height {
+            let block = self.blocks.get(&hash).or_else(|| extra.get(&hash))?;
+            if block.header.height != height {
+                return None;
+            }
+            hash = block.header.parent;
+            height = Height(height.0 - 1);
+            chain.push(block.clone());
+        }
+        if hash != self.finalized.hash {
+            // Cannot happen while at most f validators are faulty; refuse rather than fork.
+            return None;
+        }
+        chain.reverse();
+        Some(chain)
+    }
+
+    /// The block's own finality certificate, when its view formed one.
+    fn own_certificate(&self, block: &Block) -> Option<FinalityCertificate> {
+        let state = self.views.get(&block.header.view)?;
+        let cert = state.finalization.as_ref()?;
+        (cert.subject == block.header.id()).then(|| cert.clone())
+    }
+
+    /// Emits `Finalize` for each block (ascending), moves the finalized block to the top of
+    /// `chain`, and drops state that finality made irrelevant.
+    fn finalize_chain(&mut self, chain: Vec<CertifiedBlock>, top: FinalityCertificate) {
+        for item in chain {
+            self.stats.blocks_finalized += 1;
+            self.outputs.push(Output::Finalize {
+                block: item.block,
+                certificate: item.certificate,
+            });
+        }
+        self.finalized = top.subject;
+        self.finality = Some(top);
+        let finalized = self.finalized;
+        let safety_views_max = self.config.limits.safety_views_max;
+        self.safety.close_views(finalized.view, safety_views_max);
+        self.views = self.views.split_off(&finalized.view.next());
+        self.blocks
+            .retain(|_, block| block.header.height > finalized.height);
+        if self.view <= finalized.view {
+            self.enter_view(finalized.view.next(), true);
+        }
+    }
+
+    /// Accepts finalized blocks fetched from peers: each must extend the previous one (the
+    /// first our finalized block) and be covered by a certificate that verifies, over itself
+    /// or over a later block of the batch.
+    pub(crate) fn on_blocks_synced(
+        &mut self,
+        blocks: Vec<CertifiedBlock>,
+    ) -> Result<(), Rejection> {
+        let max = self.config.limits.sync_blocks_max;
+        if blocks.len() > max {
+            return Err(Rejection::InvalidSync {
+                reason: "too many blocks",
+            });
+        }
+        let mut verified: Vec<FinalityCertificate> = Vec::new();
+        let mut run: Vec<CertifiedBlock> = Vec::new();
+        for item in blocks {
+            let header = item.block.header;
+            if header.height <= self.finalized.height {
+                continue;
+            }
+            let (parent_hash, parent_height) = match run.last() {
+                Some(last) => (last.block.header.hash, last.block.header.height),
+                None => (self.finalized.hash, self.finalized.height),
+            };
+            if header.parent != parent_hash || header.height != parent_height.next() {
+                return Err(Rejection::InvalidSync {
+                    reason: "blocks do not link",
+                });
+            }
+            let payload_max = self.config.limits.payload_bytes_max;
+            if item.block.payload.len() > payload_max {
+                let len = item.block.payload.len();
+                return Err(Rejection::PayloadTooLarge {
+                    len,
+                    max: payload_max,
+                });
+            }
+            if item.certificate.subject.height < header.height {
+                return Err(Rejection::InvalidSync {
+                    reason: "certificate below its block",
+                });
+            }
+            if !verified.contains(&item.certificate) {
+                item.certificate.verify_with_quorum(
+                    &self.config.chain_id,
+                    &self.config.validators,
+                    self.quorum,
+                    Some(&self.keys),
+                )?;
+                verified.push(item.certificate.clone());
+            }
+            let certifies_itself = item.certificate.subject == header.id();
+            run.push(item);
+            if certifies_itself {
+                // Everything in the run links to this certified block, so all of it is final.
+                let top = run.last().map(|last| last.certificate.clone());
+                if let Some(top) = top {
+                    self.finalize_chain(std::mem::take(&mut run), top);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+use crate::types::Height;

@@ -1,0 +1,186 @@
+//! The harness of the script tests: a machine under test, helpers that sign as the other
+//! validators, and outputs reduced to what a script asserts on.
+
+// Shared by two test crates that each use a subset: unused items are expected.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unused_imports,
+    unreachable_pub
+)]
+
+pub use mesh_consensus::{
+    Block, BlockId, Certificate, CertifiedBlock, Config, Consensus, FinalityCertificate, Header,
+    Height, Input, Message, Output, Proposal, Rejection, ValidatorSignature, View, Vote,
+};
+pub use mesh_ledger::{Address, Hash, SecretKey, Validator, ValidatorSet};
+
+pub const CHAIN: &str = "mesh-script";
+pub const BASE_MS: u64 = 1_000;
+
+/// An output, reduced to what a script asserts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Got {
+    Persist,
+    Vote(Vote),
+    Propose(View),
+    Notarization(View),
+    Nullification(View),
+    Finalization(View),
+    Timeout(View, u64),
+    Build(View, Height),
+    Verify(View),
+    Finalize(Height),
+    Sync(u64, u64),
+    Evidence(Address),
+    SendTo(Address),
+}
+
+pub fn reduce(output: &Output) -> Got {
+    match output {
+        Output::PersistSafetyState(_) => Got::Persist,
+        Output::Broadcast(Message::Vote(signed)) => Got::Vote(signed.vote),
+        Output::Broadcast(Message::Propose(p)) => Got::Propose(p.block.header.view),
+        Output::Broadcast(Message::Notarization(c)) => Got::Notarization(c.subject.view),
+        Output::Broadcast(Message::Nullification(c)) => Got::Nullification(c.subject),
+        Output::Broadcast(Message::Finalization(c)) => Got::Finalization(c.subject.view),
+        Output::SendTo { peer, .. } => Got::SendTo(*peer),
+        Output::ScheduleTimeout { view, at_ms } => Got::Timeout(*view, *at_ms),
+        Output::BuildPayload { view, height, .. } => Got::Build(*view, *height),
+        Output::VerifyPayload { view, .. } => Got::Verify(*view),
+        Output::Finalize { block, .. } => Got::Finalize(block.header.height),
+        Output::RequestSync { from, to } => Got::Sync(from.0, to.0),
+        Output::ReportEvidence(evidence) => Got::Evidence(evidence.signer()),
+    }
+}
+
+/// Four validators of power 1 (quorum 3); the machine under test is `keys[me]`.
+pub struct Script {
+    pub keys: Vec<SecretKey>,
+    pub config: Config,
+    pub machine: Consensus,
+    pub now_ms: u64,
+}
+
+pub fn sorted_keys() -> Vec<SecretKey> {
+    let mut keys: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_seed([i; 32])).collect();
+    keys.sort_by_key(SecretKey::address);
+    keys
+}
+
+impl Script {
+    /// `me` is an index in address order; the leader of view v is index v mod 4.
+    pub fn new(me: usize) -> Script {
+        let keys = sorted_keys();
+        let validators = ValidatorSet::new(
+            keys.iter()
+                .map(|k| Validator {
+                    address: k.address(),
+                    power: 1,
+                })
+                .collect(),
+        )
+        .unwrap();
+        let mut config = Config::new(CHAIN, validators, genesis());
+        config.timeouts.view_timeout_base_ms = BASE_MS;
+        config.limits.payload_bytes_max = 64;
+        config.limits.future_messages_per_peer_max = 2;
+        let machine = Consensus::new(config.clone(), keys[me].clone());
+        Script {
+            keys,
+            config,
+            machine,
+            now_ms: 0,
+        }
+    }
+
+    pub fn start(&mut self, expect: &[Got]) {
+        let outputs = self.machine.start(self.now_ms);
+        assert_eq!(
+            outputs.iter().map(reduce).collect::<Vec<_>>(),
+            expect,
+            "start"
+        );
+    }
+
+    /// Feeds `input` at `now_ms` and checks the outputs exactly, in order.
+    pub fn step(&mut self, now_ms: u64, input: Input, expect: &[Got]) -> Vec<Output> {
+        self.now_ms = now_ms;
+        let outputs = self.machine.on_input(now_ms, input);
+        assert_eq!(
+            outputs.iter().map(reduce).collect::<Vec<_>>(),
+            expect,
+            "at {now_ms} ms"
+        );
+        outputs
+    }
+
+    pub fn from(&self, index: usize, message: Message) -> Input {
+        Input::Message {
+            from: self.keys[index].address(),
+            message,
+        }
+    }
+
+    pub fn vote(&self, index: usize, vote: Vote) -> Input {
+        self.from(index, Message::Vote(vote.sign(&self.keys[index], CHAIN)))
+    }
+
+    pub fn proposal(&self, view: u64, parent: BlockId, payload: &[u8]) -> (Header, Message) {
+        let header = Header {
+            view: View(view),
+            height: parent.height.next(),
+            parent_view: parent.view,
+            parent: parent.hash,
+            hash: block_hash(&parent.hash, payload),
+        };
+        let leader = usize::try_from(view % 4).unwrap();
+        let signature = Vote::Notarize(header)
+            .sign(&self.keys[leader], CHAIN)
+            .signature;
+        let block = Block {
+            header,
+            payload: payload.to_vec(),
+        };
+        (header, Message::Propose(Proposal { block, signature }))
+    }
+
+    pub fn certificate<S: mesh_consensus::CertificateSubject + Copy>(
+        &self,
+        subject: S,
+        signers: &[usize],
+    ) -> Certificate<S> {
+        let mut signatures: Vec<ValidatorSignature> = signers
+            .iter()
+            .map(|i| {
+                let signed = subject.as_vote().sign(&self.keys[*i], CHAIN);
+                ValidatorSignature {
+                    signer: signed.signer,
+                    signature: signed.signature,
+                }
+            })
+            .collect();
+        signatures.sort_by_key(|s| s.signer);
+        Certificate {
+            subject,
+            signatures,
+        }
+    }
+}
+
+pub fn genesis() -> Hash {
+    Hash::of(b"script genesis")
+}
+
+pub fn genesis_id() -> BlockId {
+    BlockId {
+        view: View(0),
+        height: Height(0),
+        hash: genesis(),
+    }
+}
+
+pub fn block_hash(parent: &Hash, payload: &[u8]) -> Hash {
+    Hash::of(&[parent.as_bytes().as_slice(), payload].concat())
+}

@@ -1,0 +1,310 @@
+//! State-machine tests as scripts: each step is an input and the outputs it must produce,
+//! written in a compact form. One script per tricky branch of voting and input checking;
+//! catch-up, finality and restart scripts are in `catch_up.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod script;
+
+use script::*;
+
+#[test]
+fn good_case_notarize_finalize_in_three_steps() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (header, proposal) = s.proposal(1, genesis_id(), b"one");
+    s.step(10, s.from(1, proposal), &[Got::Verify(View(1))]);
+    s.step(
+        11,
+        Input::PayloadVerified {
+            view: View(1),
+            block_hash: header.hash,
+            valid: true,
+        },
+        &[Got::Persist, Got::Vote(Vote::Notarize(header))],
+    );
+    // The leader's proposal counted as its vote: one more makes a quorum of three.
+    s.step(
+        20,
+        s.vote(2, Vote::Notarize(header)),
+        &[
+            Got::Notarization(View(1)),
+            Got::Persist,
+            Got::Vote(Vote::Finalize(header.id())),
+            Got::Timeout(View(2), 20 + BASE_MS),
+        ],
+    );
+    s.step(30, s.vote(1, Vote::Finalize(header.id())), &[]);
+    s.step(
+        31,
+        s.vote(3, Vote::Finalize(header.id())),
+        &[Got::Finalization(View(1)), Got::Finalize(Height(1))],
+    );
+    assert_eq!(s.machine.finalized(), header.id());
+}
+
+#[test]
+fn leader_builds_then_proposes_after_persisting() {
+    let mut s = Script::new(1);
+    s.start(&[
+        Got::Timeout(View(1), BASE_MS),
+        Got::Build(View(1), Height(1)),
+    ]);
+    let hash = block_hash(&genesis(), b"mine");
+    s.step(
+        5,
+        Input::PayloadBuilt {
+            view: View(1),
+            block_hash: hash,
+            payload: b"mine".to_vec(),
+        },
+        &[Got::Persist, Got::Propose(View(1))],
+    );
+    assert!(s.machine.safety_state().notarized_in(View(1)).is_some());
+}
+
+#[test]
+fn timeout_nullifies_and_backs_off() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    // A timer that fires early (a stale schedule) does nothing.
+    s.step(500, Input::Timeout { view: View(1) }, &[]);
+    s.step(
+        BASE_MS,
+        Input::Timeout { view: View(1) },
+        &[
+            Got::Persist,
+            Got::Vote(Vote::Nullify(View(1))),
+            Got::Timeout(View(1), 2 * BASE_MS),
+        ],
+    );
+    s.step(1_100, s.vote(1, Vote::Nullify(View(1))), &[]);
+    // Second consecutive failure: the next view waits twice as long.
+    s.step(
+        1_200,
+        s.vote(2, Vote::Nullify(View(1))),
+        &[
+            Got::Nullification(View(1)),
+            Got::Timeout(View(2), 1_200 + 2 * BASE_MS),
+        ],
+    );
+}
+
+#[test]
+fn no_finalize_vote_after_nullifying_the_view() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    s.step(
+        BASE_MS,
+        Input::Timeout { view: View(1) },
+        &[
+            Got::Persist,
+            Got::Vote(Vote::Nullify(View(1))),
+            Got::Timeout(View(1), 2 * BASE_MS),
+        ],
+    );
+    let (header, _) = s.proposal(1, genesis_id(), b"late");
+    let cert = s.certificate(header, &[1, 2, 3]);
+    // Notarized after all: move on, progress resets the back-off, but no finalize vote.
+    s.step(
+        1_500,
+        s.from(2, Message::Notarization(cert)),
+        &[
+            Got::Notarization(View(1)),
+            Got::Timeout(View(2), 1_500 + BASE_MS),
+        ],
+    );
+}
+
+#[test]
+fn duplicate_votes_count_once() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let vote = s.vote(2, Vote::Nullify(View(1)));
+    s.step(10, vote.clone(), &[]);
+    s.step(11, vote.clone(), &[]);
+    s.step(12, vote, &[]);
+    assert_eq!(s.machine.stats().duplicates_ignored, 2);
+    assert_eq!(s.machine.view(), View(1));
+}
+
+#[test]
+fn bad_signature_is_rejected() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let mut signed = Vote::Nullify(View(1)).sign(&s.keys[2], CHAIN);
+    signed.signature = Vote::Nullify(View(2)).sign(&s.keys[2], CHAIN).signature;
+    s.step(10, s.from(2, Message::Vote(signed)), &[]);
+    assert_eq!(
+        s.machine.last_rejection(),
+        Some(&Rejection::InvalidSignature {
+            signer: s.keys[2].address(),
+            view: View(1)
+        })
+    );
+}
+
+#[test]
+fn non_validator_is_rejected() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let outsider = SecretKey::from_seed([9; 32]);
+    let signed = Vote::Nullify(View(1)).sign(&outsider, CHAIN);
+    s.step(10, s.from(2, Message::Vote(signed)), &[]);
+    assert_eq!(
+        s.machine.last_rejection(),
+        Some(&Rejection::NotValidator {
+            signer: outsider.address()
+        })
+    );
+}
+
+#[test]
+fn equivocation_is_reported_once_and_not_counted() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (first, _) = s.proposal(1, genesis_id(), b"a");
+    let (second, _) = s.proposal(1, genesis_id(), b"b");
+    let culprit = s.keys[3].address();
+    s.step(10, s.vote(3, Vote::Notarize(first)), &[]);
+    s.step(
+        11,
+        s.vote(3, Vote::Notarize(second)),
+        &[Got::Evidence(culprit)],
+    );
+    s.step(12, s.vote(3, Vote::Notarize(second)), &[]);
+    // Finalize and nullify in one view contradict each other too (reported once per view).
+    s.step(13, s.vote(2, Vote::Nullify(View(1))), &[]);
+    s.step(
+        14,
+        s.vote(2, Vote::Finalize(first.id())),
+        &[Got::Evidence(s.keys[2].address())],
+    );
+}
+
+#[test]
+fn proposal_from_a_non_leader_is_rejected() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (header, _) = s.proposal(1, genesis_id(), b"x");
+    let signature = Vote::Notarize(header).sign(&s.keys[2], CHAIN).signature;
+    let block = Block {
+        header,
+        payload: b"x".to_vec(),
+    };
+    s.step(
+        10,
+        s.from(2, Message::Propose(Proposal { block, signature })),
+        &[],
+    );
+    assert!(matches!(
+        s.machine.last_rejection(),
+        Some(Rejection::InvalidSignature { .. })
+    ));
+}
+
+#[test]
+fn oversized_payload_is_rejected() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (_, proposal) = s.proposal(1, genesis_id(), &[7; 65]);
+    s.step(10, s.from(1, proposal), &[]);
+    assert_eq!(
+        s.machine.last_rejection(),
+        Some(&Rejection::PayloadTooLarge { len: 65, max: 64 })
+    );
+}
+
+#[test]
+fn invalid_payload_gets_no_vote() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (header, proposal) = s.proposal(1, genesis_id(), b"bad");
+    s.step(10, s.from(1, proposal), &[Got::Verify(View(1))]);
+    s.step(
+        11,
+        Input::PayloadVerified {
+            view: View(1),
+            block_hash: header.hash,
+            valid: false,
+        },
+        &[],
+    );
+}
+
+#[test]
+fn proposal_with_uncertified_parent_waits() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    // View 2's leader skips view 1 without a nullification of it: no vote.
+    let (header, proposal) = s.proposal(2, genesis_id(), b"skip");
+    s.step(10, s.from(2, proposal), &[Got::Verify(View(2))]);
+    s.step(
+        11,
+        Input::PayloadVerified {
+            view: View(2),
+            block_hash: header.hash,
+            valid: true,
+        },
+        &[],
+    );
+    // The nullification of view 1 arrives: view 2 begins and the waiting proposal gets a vote.
+    let cert = s.certificate(View(1), &[1, 2, 3]);
+    s.step(
+        20,
+        s.from(3, Message::Nullification(cert)),
+        &[
+            Got::Nullification(View(1)),
+            Got::Timeout(View(2), 20 + 2 * BASE_MS),
+            Got::Persist,
+            Got::Vote(Vote::Notarize(header)),
+        ],
+    );
+}
+
+#[test]
+fn far_future_messages_wait_in_a_bounded_buffer() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    for view in 1_000..1_005 {
+        s.step(10, s.vote(2, Vote::Nullify(View(view))), &[]);
+    }
+    let stats = s.machine.stats();
+    assert_eq!(stats.future_messages_buffered, 5);
+    assert_eq!(stats.future_messages_dropped, 3, "two per peer are kept");
+}
+
+#[test]
+fn votes_arriving_together_are_batch_verified_and_a_bad_one_is_singled_out() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let good = |s: &Script, i: usize| {
+        (
+            s.keys[i].address(),
+            Message::Vote(Vote::Nullify(View(1)).sign(&s.keys[i], CHAIN)),
+        )
+    };
+    let mut bad = Vote::Nullify(View(1)).sign(&s.keys[3], CHAIN);
+    bad.signature = Vote::Nullify(View(9)).sign(&s.keys[3], CHAIN).signature;
+    // The batch fails as a whole, so each vote is checked alone: two count, one is refused.
+    let messages = vec![
+        good(&s, 1),
+        (s.keys[3].address(), Message::Vote(bad)),
+        good(&s, 2),
+    ];
+    s.step(10, Input::Messages { messages }, &[]);
+    assert_eq!(s.machine.stats().messages_rejected, 1);
+    // A clean batch completes the quorum with our own timeout vote.
+    let messages = vec![good(&s, 1), good(&s, 2)];
+    s.step(20, Input::Messages { messages }, &[]);
+    s.step(
+        BASE_MS,
+        Input::Timeout { view: View(1) },
+        &[
+            Got::Persist,
+            Got::Vote(Vote::Nullify(View(1))),
+            Got::Nullification(View(1)),
+            Got::Timeout(View(2), BASE_MS + 2 * BASE_MS),
+        ],
+    );
+}

@@ -1,0 +1,163 @@
+//! The invariants every run must keep, each reported by name.
+
+use std::collections::BTreeMap;
+
+use mesh_consensus::{CertifiedBlock, Message, Vote};
+use mesh_ledger::{Address, Hash, ValidatorSet};
+
+use super::scenario::{Role, Scenario};
+use super::CHAIN_ID;
+
+pub struct Checker {
+    validators: ValidatorSet,
+    /// Height → the one block final there, across all nodes and restarts.
+    final_blocks: BTreeMap<u64, Hash>,
+    /// (honest node, view, kind) → the vote it sent, across restarts.
+    sent_votes: BTreeMap<(usize, u64, u8), Vote>,
+    pub violations: Vec<String>,
+}
+
+impl Checker {
+    pub fn new(_scenario: &Scenario, validators: ValidatorSet) -> Checker {
+        Checker {
+            validators,
+            final_blocks: BTreeMap::new(),
+            sent_votes: BTreeMap::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    pub fn violation(&mut self, text: String) {
+        if self.violations.len() < 20 || text.starts_with("agreement") {
+            self.violations.push(text);
+        }
+    }
+
+    pub fn final_heights(&self) -> u64 {
+        self.final_blocks.len() as u64
+    }
+
+    /// agreement, validity and gap-free order, as each block becomes final on a node.
+    pub fn on_finalize(
+        &mut self,
+        node: usize,
+        honest: bool,
+        chain: &[CertifiedBlock],
+        item: &CertifiedBlock,
+    ) {
+        let header = item.block.header;
+        let expected_height = chain.len() as u64 + 1;
+        if header.height.0 != expected_height {
+            self.violation(format!(
+                "order: node {node} finalized height {} after {}",
+                header.height.0,
+                expected_height - 1
+            ));
+        }
+        if let Some(previous) = chain.last() {
+            if previous.block.header.hash != header.parent {
+                self.violation(format!(
+                    "validity: node {node} height {} does not extend its parent",
+                    header.height.0
+                ));
+            }
+        }
+        if let Err(err) = item.certificate.verify(CHAIN_ID, &self.validators) {
+            self.violation(format!(
+                "validity: node {node} height {} certificate does not verify: {err}",
+                header.height.0
+            ));
+        }
+        let certified = item.certificate.block();
+        let covers = if certified.height == header.height {
+            certified == header.id()
+        } else {
+            certified.height > header.height
+        };
+        if !covers {
+            self.violation(format!(
+                "validity: node {node} height {} certificate is for {certified:?}",
+                header.height.0
+            ));
+        }
+        if !honest {
+            return;
+        }
+        match self.final_blocks.get(&header.height.0) {
+            Some(hash) if *hash != header.hash => self.violation(format!(
+                "agreement: node {node} finalized {} at height {} where {} is final",
+                header.hash, header.height.0, hash
+            )),
+            Some(_) => {}
+            None => {
+                self.final_blocks.insert(header.height.0, header.hash);
+            }
+        }
+    }
+
+    /// Descendant certificates must name a block of the same chain.
+    pub fn check_chains(&mut self, chains: &[(bool, &[CertifiedBlock])]) {
+        for (node, (_, chain)) in chains.iter().enumerate() {
+            for item in chain.iter() {
+                let certified = item.certificate.block();
+                if certified.height <= item.block.header.height {
+                    continue;
+                }
+                let index = usize::try_from(certified.height.0 - 1).unwrap();
+                let linked = chain
+                    .get(index)
+                    .is_some_and(|b| b.block.header.id() == certified);
+                if !linked && chain.len() > index {
+                    self.violation(format!(
+                        "validity: node {node} height {} is covered by a certificate for a \
+                         block not in its chain",
+                        item.block.header.height.0
+                    ));
+                }
+            }
+        }
+    }
+
+    /// no-self-equivocation: an honest node never sends two conflicting votes, even across
+    /// crashes and restarts.
+    pub fn on_sent(&mut self, node: usize, message: &Message, addresses: &[Address]) {
+        let vote = match message {
+            Message::Vote(signed) if signed.signer == addresses[node] => signed.vote,
+            Message::Propose(proposal) => Vote::Notarize(proposal.block.header),
+            _ => return,
+        };
+        let (view, kind) = match vote {
+            Vote::Notarize(header) => (header.view.0, 0u8),
+            Vote::Finalize(id) => (id.view.0, 1),
+            Vote::Nullify(view) => (view.0, 2),
+        };
+        if let Some(previous) = self.sent_votes.get(&(node, view, kind)) {
+            if *previous != vote {
+                self.violation(format!(
+                    "no-self-equivocation: node {node} sent {previous:?} and {vote:?}"
+                ));
+            }
+            return;
+        }
+        let opposite = match kind {
+            1 => Some(2),
+            2 => Some(1),
+            _ => None,
+        };
+        if let Some(opposite) = opposite {
+            if self.sent_votes.contains_key(&(node, view, opposite)) {
+                self.violation(format!(
+                    "no-self-equivocation: node {node} sent finalize and nullify in view {view}"
+                ));
+            }
+        }
+        self.sent_votes.insert((node, view, kind), vote);
+    }
+
+    /// Honest validators accuse only Byzantine ones.
+    pub fn on_evidence(&mut self, reporter_honest: bool, accused: Option<Role>) {
+        if reporter_honest && accused == Some(Role::Honest) {
+            self.violation("evidence: an honest validator was accused".to_string());
+        }
+    }
+}

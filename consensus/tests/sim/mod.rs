@@ -1,0 +1,574 @@
+//! A deterministic simulator: N consensus state machines over a seeded network with virtual
+//! time, crashes and restarts from persisted state, and Byzantine doubles. Invariants are
+//! checked on every run and reported by name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+pub mod byzantine;
+pub mod invariants;
+pub mod scenario;
+pub mod setup;
+
+use std::collections::BTreeMap;
+
+use mesh_consensus::{
+    BlockId, CertifiedBlock, Config, Consensus, Height, Input, Message, Output, SafetyState,
+    Timeouts, View,
+};
+use mesh_ledger::{encoding, Address, Hash, SecretKey};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use invariants::Checker;
+use scenario::{Role, Scenario};
+
+pub use setup::{committee, genesis_hash, toy_block_hash, CHAIN_ID};
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+    },
+    Timer {
+        node: usize,
+        view: View,
+        incarnation: u32,
+    },
+    App {
+        node: usize,
+        input: Input,
+        incarnation: u32,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    GarbageTick {
+        node: usize,
+    },
+}
+
+struct Node {
+    key: SecretKey,
+    role: Role,
+    machine: Option<Consensus>,
+    incarnation: u32,
+    /// What the driver made durable: the safety state and the finalized chain.
+    durable_safety: SafetyState,
+    durable_chain: Vec<CertifiedBlock>,
+    crash_pending: bool,
+}
+
+/// What one run found.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub seed: u64,
+    pub violations: Vec<String>,
+    pub blocks_finalized: u64,
+    pub trace_hash: Hash,
+    pub scenario: Scenario,
+    pub evidence_reported: u64,
+    pub batches_delivered: u64,
+}
+
+pub struct World {
+    scenario: Scenario,
+    config: Config,
+    addresses: Vec<Address>,
+    nodes: Vec<Node>,
+    queue: BTreeMap<(u64, u64), Event>,
+    sequence: u64,
+    now_ms: u64,
+    rng: ChaCha8Rng,
+    checker: Checker,
+    trace: Hash,
+    verbose: bool,
+    evidence_reported: u64,
+    batches_delivered: u64,
+}
+
+impl World {
+    pub fn new(scenario: Scenario, verbose: bool) -> World {
+        let timeouts = Timeouts {
+            view_timeout_base_ms: 250,
+            view_timeout_max_ms: 2_000,
+        };
+        let (keys, mut config) = committee(&scenario.powers, timeouts);
+        config.mutation_weak_quorum = scenario.mutation_weak_quorum;
+        config.limits.payload_bytes_max = 1024;
+        let addresses = keys.iter().map(SecretKey::address).collect();
+        let nodes = keys
+            .into_iter()
+            .zip(&scenario.roles)
+            .map(|(key, role)| Node {
+                key,
+                role: *role,
+                machine: None,
+                incarnation: 0,
+                durable_safety: SafetyState::default(),
+                durable_chain: Vec::new(),
+                crash_pending: false,
+            })
+            .collect();
+        let checker = Checker::new(&scenario, config.validators.clone());
+        World {
+            rng: ChaCha8Rng::seed_from_u64(scenario.seed),
+            scenario,
+            config,
+            addresses,
+            nodes,
+            queue: BTreeMap::new(),
+            sequence: 0,
+            now_ms: 0,
+            checker,
+            trace: Hash::ZERO,
+            verbose,
+            evidence_reported: 0,
+            batches_delivered: 0,
+        }
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event) {
+        self.sequence += 1;
+        self.queue
+            .insert((at_ms.max(self.now_ms), self.sequence), event);
+    }
+
+    /// Runs the scenario to the end of the liveness window (or earlier, once every honest
+    /// validator made the required progress) and checks every invariant.
+    pub fn run(mut self) -> RunReport {
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].role == Role::GarbageFlood {
+                self.schedule(5, Event::GarbageTick { node });
+            }
+            if self.nodes[node].role != Role::Silent {
+                self.boot(node);
+            }
+        }
+        for crash in self.scenario.crashes.clone() {
+            self.schedule(crash.at_ms, Event::Crash { node: crash.node });
+            self.schedule(crash.restart_ms, Event::Restart { node: crash.node });
+        }
+        let faults_end = self.scenario.faults_end_ms;
+        let deadline = faults_end + self.scenario.liveness_window_ms;
+        let mut snapshot: Option<Vec<u64>> = None;
+        while let Some(((at_ms, _), event)) = self.queue.pop_first() {
+            if at_ms > deadline {
+                break;
+            }
+            self.now_ms = at_ms;
+            if snapshot.is_none() && at_ms >= faults_end {
+                snapshot = Some(self.chain_lengths());
+            }
+            self.handle(event);
+            // Stop at the first violation, except under a mutation, where the test looks for
+            // the agreement violation that follows the validity ones.
+            let stop = if self.scenario.mutation_weak_quorum {
+                self.checker
+                    .violations
+                    .iter()
+                    .any(|v| v.starts_with("agreement"))
+            } else {
+                !self.checker.violations.is_empty()
+            };
+            if stop {
+                break;
+            }
+            if let Some(start) = &snapshot {
+                if self.liveness_met(start) {
+                    break;
+                }
+            }
+        }
+        let start = snapshot.unwrap_or_else(|| self.chain_lengths());
+        let chains: Vec<(bool, &[CertifiedBlock])> = self
+            .nodes
+            .iter()
+            .map(|node| (node.role == Role::Honest, node.durable_chain.as_slice()))
+            .collect();
+        self.checker.check_chains(&chains);
+        if self.checker.violations.is_empty() && !self.liveness_met(&start) {
+            self.checker.violation(format!(
+                "liveness: finalized heights went from {start:?} to {:?} in {} ms after faults \
+                 stopped (need +{})",
+                self.chain_lengths(),
+                self.scenario.liveness_window_ms,
+                self.scenario.liveness_blocks
+            ));
+        }
+        RunReport {
+            seed: self.scenario.seed,
+            violations: self.checker.violations.clone(),
+            blocks_finalized: self.checker.final_heights(),
+            trace_hash: self.trace,
+            scenario: self.scenario,
+            evidence_reported: self.evidence_reported,
+            batches_delivered: self.batches_delivered,
+        }
+    }
+
+    fn chain_lengths(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|node| node.durable_chain.len() as u64)
+            .collect()
+    }
+
+    fn liveness_met(&self, start: &[u64]) -> bool {
+        self.nodes.iter().zip(start).all(|(node, before)| {
+            node.role != Role::Honest
+                || node.durable_chain.len() as u64 >= before + self.scenario.liveness_blocks
+        })
+    }
+
+    fn boot(&mut self, node: usize) {
+        let entry = &self.nodes[node];
+        let (tip, certificate) = match entry.durable_chain.last() {
+            Some(last) => (last.block.header.id(), Some(last.certificate.clone())),
+            None => (
+                BlockId {
+                    view: View(0),
+                    height: Height(0),
+                    hash: genesis_hash(),
+                },
+                None,
+            ),
+        };
+        let safety = if self.scenario.mutation_forget_safety {
+            SafetyState::default()
+        } else {
+            entry.durable_safety.clone()
+        };
+        let mut machine = Consensus::restore(
+            self.config.clone(),
+            entry.key.clone(),
+            safety,
+            tip,
+            certificate,
+        );
+        let outputs = machine.start(self.now_ms);
+        self.nodes[node].machine = Some(machine);
+        self.carry_out(node, outputs);
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, from, message } => {
+                if self.verbose {
+                    println!("{:>7} ms  {from} -> {to}  {:?}", self.now_ms, message);
+                }
+                // Messages reaching one node at the same instant arrive as one batch, as
+                // a driver draining its socket would hand them over.
+                let mut batch = vec![(self.addresses[from], message)];
+                let batching = self.scenario.batch_delivery;
+                let same_instant: Vec<(u64, u64)> = self
+                    .queue
+                    .range((self.now_ms, 0)..=(self.now_ms, u64::MAX))
+                    .filter(|(_, event)| {
+                        batching
+                            && matches!(event, Event::Deliver { to: other, .. } if *other == to)
+                    })
+                    .map(|(key, _)| *key)
+                    .collect();
+                for key in same_instant {
+                    if let Some(Event::Deliver { from, message, .. }) = self.queue.remove(&key) {
+                        if self.verbose {
+                            println!("{:>7} ms  {from} -> {to}  {:?}", self.now_ms, message);
+                        }
+                        batch.push((self.addresses[from], message));
+                    }
+                }
+                let input = if batch.len() == 1 {
+                    let (from, message) = batch.remove(0);
+                    Input::Message { from, message }
+                } else {
+                    self.batches_delivered += 1;
+                    Input::Messages { messages: batch }
+                };
+                self.feed(to, input);
+            }
+            Event::Timer {
+                node,
+                view,
+                incarnation,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.feed(node, Input::Timeout { view });
+                }
+            }
+            Event::App {
+                node,
+                input,
+                incarnation,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.feed(node, input);
+                }
+            }
+            Event::Crash { node } => self.nodes[node].crash_pending = true,
+            Event::Restart { node } => {
+                self.nodes[node].crash_pending = false;
+                if self.nodes[node].machine.is_none() {
+                    if self.verbose {
+                        println!("{:>7} ms  node {node} restarts", self.now_ms);
+                    }
+                    self.boot(node);
+                }
+            }
+            Event::GarbageTick { node } => {
+                let messages = byzantine::garbage(&mut self.rng, &self.config, self.now_ms);
+                for message in messages {
+                    let to = self.rng.gen_range(0..self.nodes.len());
+                    if to != node {
+                        self.send(node, to, message);
+                    }
+                }
+                let next = self.now_ms + self.rng.gen_range(10..40);
+                self.schedule(next, Event::GarbageTick { node });
+            }
+        }
+    }
+
+    fn feed(&mut self, node: usize, input: Input) {
+        let now_ms = self.now_ms;
+        let Some(machine) = self.nodes[node].machine.as_mut() else {
+            return;
+        };
+        let outputs = machine.on_input(now_ms, input);
+        self.carry_out(node, outputs);
+    }
+
+    /// Carries out outputs in order. A pending crash strikes at a random point of the batch:
+    /// whatever comes after it — persisted or not — is lost.
+    fn carry_out(&mut self, node: usize, outputs: Vec<Output>) {
+        let mut record = Vec::with_capacity(40);
+        record.extend_from_slice(self.trace.as_bytes());
+        record.extend_from_slice(&self.now_ms.to_le_bytes());
+        record.extend_from_slice(&(node as u64).to_le_bytes());
+        record.extend_from_slice(&encoding::encode(&outputs));
+        self.trace = Hash::of(&record);
+
+        let cut = if self.nodes[node].crash_pending {
+            self.rng.gen_range(0..=outputs.len())
+        } else {
+            outputs.len()
+        };
+        for output in outputs.into_iter().take(cut) {
+            self.carry_out_one(node, output);
+        }
+        if self.nodes[node].crash_pending {
+            if self.verbose {
+                println!(
+                    "{:>7} ms  node {node} crashes after {cut} outputs",
+                    self.now_ms
+                );
+            }
+            let entry = &mut self.nodes[node];
+            entry.crash_pending = false;
+            entry.machine = None;
+            entry.incarnation += 1;
+        }
+    }
+
+    fn carry_out_one(&mut self, node: usize, output: Output) {
+        let incarnation = self.nodes[node].incarnation;
+        match output {
+            Output::PersistSafetyState(state) => self.nodes[node].durable_safety = state,
+            Output::Broadcast(message) => {
+                for to in 0..self.nodes.len() {
+                    if to != node {
+                        self.send_from_node(node, to, message.clone());
+                    }
+                }
+            }
+            Output::SendTo { peer, message } => {
+                if let Some(to) = self.addresses.iter().position(|a| *a == peer) {
+                    self.send_from_node(node, to, message);
+                }
+            }
+            Output::ScheduleTimeout { view, at_ms } => {
+                self.schedule(
+                    at_ms,
+                    Event::Timer {
+                        node,
+                        view,
+                        incarnation,
+                    },
+                );
+            }
+            Output::BuildPayload {
+                view,
+                height,
+                parent,
+            } => {
+                let mut payload = format!("block v{} h{} by {node}", view.0, height.0).into_bytes();
+                payload.push(self.rng.gen());
+                let block_hash = toy_block_hash(&parent, height, &payload);
+                let input = Input::PayloadBuilt {
+                    view,
+                    block_hash,
+                    payload,
+                };
+                let at = self.now_ms + self.rng.gen_range(0..5);
+                self.schedule(
+                    at,
+                    Event::App {
+                        node,
+                        input,
+                        incarnation,
+                    },
+                );
+            }
+            Output::VerifyPayload {
+                view,
+                height,
+                parent,
+                block_hash,
+                payload,
+            } => {
+                let valid = toy_block_hash(&parent, height, &payload) == block_hash
+                    && payload.first() != Some(&0xff);
+                let input = Input::PayloadVerified {
+                    view,
+                    block_hash,
+                    valid,
+                };
+                let at = self.now_ms + self.rng.gen_range(0..5);
+                self.schedule(
+                    at,
+                    Event::App {
+                        node,
+                        input,
+                        incarnation,
+                    },
+                );
+            }
+            Output::Finalize { block, certificate } => {
+                let honest = self.nodes[node].role == Role::Honest;
+                let item = CertifiedBlock { block, certificate };
+                self.checker
+                    .on_finalize(node, honest, &self.nodes[node].durable_chain, &item);
+                self.nodes[node].durable_chain.push(item);
+            }
+            Output::RequestSync { from, to } => self.serve_sync(node, from, to),
+            Output::ReportEvidence(evidence) => {
+                self.evidence_reported += 1;
+                let honest = self.nodes[node].role == Role::Honest;
+                let accused = self.addresses.iter().position(|a| *a == evidence.signer());
+                self.checker
+                    .on_evidence(honest, accused.map(|i| self.nodes[i].role));
+            }
+        }
+    }
+
+    /// A random other validator answers from its durable chain (partially, if it lacks some).
+    fn serve_sync(&mut self, node: usize, from: Height, to: Height) {
+        let server = self.rng.gen_range(0..self.nodes.len());
+        if server == node || self.rng.gen_bool(self.scenario.loss.min(0.5)) {
+            return;
+        }
+        let max = self.config.limits.sync_blocks_max as u64;
+        let blocks: Vec<CertifiedBlock> = self.nodes[server]
+            .durable_chain
+            .iter()
+            .filter(|item| {
+                let height = item.block.header.height;
+                height >= from && height <= to && height.0 < from.0 + max
+            })
+            // The driver's duty: only blocks whose hash the application recomputes.
+            .filter(|item| {
+                let header = item.block.header;
+                toy_block_hash(&header.parent, header.height, &item.block.payload) == header.hash
+            })
+            .cloned()
+            .collect();
+        if blocks.is_empty() {
+            return;
+        }
+        let at = self.now_ms + self.delay();
+        let incarnation = self.nodes[node].incarnation;
+        let input = Input::BlocksSynced { blocks };
+        self.schedule(
+            at,
+            Event::App {
+                node,
+                input,
+                incarnation,
+            },
+        );
+    }
+
+    /// Sends from a node's state machine, letting its Byzantine role rewrite the message.
+    fn send_from_node(&mut self, from: usize, to: usize, message: Message) {
+        let role = self.nodes[from].role;
+        if role == Role::Honest {
+            self.checker.on_sent(from, &message, &self.addresses);
+        }
+        let messages = byzantine::rewrite(
+            role,
+            &self.nodes[from].key,
+            &self.config,
+            from,
+            to,
+            message,
+            &mut self.rng,
+        );
+        for message in messages {
+            self.send(from, to, message);
+        }
+    }
+
+    fn delay(&mut self) -> u64 {
+        self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms)
+    }
+
+    /// The network: partitions, loss and duplication apply until the faults stop.
+    fn send(&mut self, from: usize, to: usize, message: Message) {
+        let faulty = self.now_ms < self.scenario.faults_end_ms;
+        if faulty {
+            let now_ms = self.now_ms;
+            if self
+                .scenario
+                .partitions
+                .iter()
+                .any(|p| p.blocks(from, to, now_ms))
+            {
+                return;
+            }
+            if self.rng.gen_bool(self.scenario.loss) {
+                return;
+            }
+            if self.rng.gen_bool(self.scenario.duplication) {
+                let at = self.now_ms + self.delay();
+                self.schedule(
+                    at,
+                    Event::Deliver {
+                        to,
+                        from,
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+        let at = self.now_ms + self.delay();
+        self.schedule(at, Event::Deliver { to, from, message });
+    }
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, mutation_weak_quorum: bool, verbose: bool) -> RunReport {
+    run_scenario(Scenario::from_seed(seed, mutation_weak_quorum), verbose)
+}
+
+/// Runs one scenario.
+pub fn run_scenario(scenario: Scenario, verbose: bool) -> RunReport {
+    let seed = scenario.seed;
+    if verbose {
+        println!("seed {seed}: {}", scenario.describe());
+    }
+    World::new(scenario, verbose).run()
+}

@@ -1,0 +1,44 @@
+//! The committee and the toy application every simulated validator shares.
+
+use mesh_consensus::{Config, Height, Timeouts};
+use mesh_ledger::{Hash, SecretKey, Validator, ValidatorSet};
+
+pub const CHAIN_ID: &str = "mesh-sim";
+
+/// The toy application's block hash: blake3(parent ‖ height ‖ payload).
+pub fn toy_block_hash(parent: &Hash, height: Height, payload: &[u8]) -> Hash {
+    let mut bytes = Vec::with_capacity(40 + payload.len());
+    bytes.extend_from_slice(parent.as_bytes());
+    bytes.extend_from_slice(&height.0.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    Hash::of(&bytes)
+}
+
+pub fn genesis_hash() -> Hash {
+    Hash::of(b"mesh-sim genesis")
+}
+
+pub fn validator_key(index: usize) -> SecretKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
+    seed[31] = 0x5e;
+    SecretKey::from_seed(seed)
+}
+
+/// Keys and config for a committee with the given powers (index i holds `powers[i]`).
+pub fn committee(powers: &[u64], timeouts: Timeouts) -> (Vec<SecretKey>, Config) {
+    let keys: Vec<SecretKey> = (0..powers.len()).map(validator_key).collect();
+    let validators = ValidatorSet::new(
+        keys.iter()
+            .zip(powers)
+            .map(|(key, power)| Validator {
+                address: key.address(),
+                power: *power,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let mut config = Config::new(CHAIN_ID, validators, genesis_hash());
+    config.timeouts = timeouts;
+    (keys, config)
+}
