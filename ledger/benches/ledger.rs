@@ -93,7 +93,7 @@ impl Fixture {
                 address: key(u64::MAX).address(),
                 power: 1,
             }],
-            accounts: keys
+            balances: keys
                 .iter()
                 .map(|k| GenesisAccount {
                     address: k.address(),

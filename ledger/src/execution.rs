@@ -531,7 +531,7 @@ pub fn genesis_block<R: TreeReader>(
 ) -> Result<ExecutedBlock, GenesisError> {
     genesis.validate()?;
     let mut changes = StateChanges::new();
-    for account in &genesis.accounts {
+    for account in &genesis.balances {
         let value = Account {
             balance: account.balance,
             nonce: 0,

@@ -106,8 +106,9 @@ pub struct Genesis {
     /// Timestamp of the genesis header; the first block must not be earlier.
     pub genesis_time_ms: u64,
     pub validators: Vec<Validator>,
+    /// Initial balances.
     #[serde(default)]
-    pub accounts: Vec<GenesisAccount>,
+    pub balances: Vec<GenesisAccount>,
     #[serde(default)]
     pub params: Params,
 }
@@ -179,18 +180,18 @@ impl Genesis {
             });
         }
         self.validator_set()?;
-        if self.accounts.len() > GENESIS_ACCOUNTS_MAX {
+        if self.balances.len() > GENESIS_ACCOUNTS_MAX {
             return Err(GenesisError::Invalid {
-                field: "accounts",
+                field: "balances",
                 reason: format!("more than {GENESIS_ACCOUNTS_MAX} accounts"),
             });
         }
         let mut seen = std::collections::BTreeSet::new();
         let mut supply: u64 = 0;
-        for account in &self.accounts {
+        for account in &self.balances {
             if !seen.insert(account.address) {
                 return Err(GenesisError::Invalid {
-                    field: "accounts",
+                    field: "balances",
                     reason: format!("address {} appears more than once", account.address),
                 });
             }
@@ -199,7 +200,7 @@ impl Genesis {
             supply = supply
                 .checked_add(account.balance)
                 .ok_or_else(|| GenesisError::Invalid {
-                    field: "accounts",
+                    field: "balances",
                     reason: "the sum of balances overflows u64".into(),
                 })?;
         }

@@ -482,12 +482,12 @@ fn genesis_errors_name_the_field() {
     })
     .contains("expected 32 bytes"));
     assert!(genesis_error(|v| {
-        let first = v["accounts"][0].clone();
-        v["accounts"][1] = first;
+        let first = v["balances"][0].clone();
+        v["balances"][1] = first;
     })
-    .contains("`accounts`"));
+    .contains("`balances`"));
     assert!(genesis_error(|v| {
-        v["accounts"][0]["balance"] = u64::MAX.into();
+        v["balances"][0]["balance"] = u64::MAX.into();
     })
     .contains("overflows"));
     assert!(genesis_error(|v| {

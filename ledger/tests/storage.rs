@@ -311,7 +311,13 @@ fn sigkill_at_random_moments_loses_nothing_committed() {
     let mut last_height = 0u64;
     for round in 0..12 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_entry_point", "--test-threads", "1", "--nocapture"])
+            .args([
+                "--exact",
+                "crash_child_entry_point",
+                "--test-threads",
+                "1",
+                "--nocapture",
+            ])
             .env("MESH_CRASH_DIR", dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -37,7 +37,7 @@ pub fn genesis_with(accounts: usize, balance: u64) -> Genesis {
                 power: 10,
             })
             .collect(),
-        accounts: (0..accounts as u64)
+        balances: (0..accounts as u64)
             .map(|i| GenesisAccount {
                 address: key(i).address(),
                 balance,
