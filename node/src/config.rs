@@ -1,0 +1,275 @@
+//! `config.toml`: every setting of a node, with its default and what it bounds.
+//!
+//! Unknown keys are refused and every error names the offending field, so a typo never
+//! silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mempool::MempoolConfig;
+
+/// Default TCP port of the peer-to-peer listener.
+pub const DEFAULT_P2P_PORT: u16 = 30400;
+/// Default port of JSON-RPC (HTTP and WebSocket on one port).
+pub const DEFAULT_RPC_PORT: u16 = 30401;
+/// Default port of the Prometheus metrics endpoint.
+pub const DEFAULT_METRICS_PORT: u16 = 30402;
+/// Largest config file read.
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// A human-readable name for this node, shown in logs and status.
+    pub moniker: String,
+    pub p2p: P2pConfig,
+    pub rpc: RpcConfig,
+    pub metrics: MetricsConfig,
+    pub mempool: MempoolSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            moniker: "mesh-node".into(),
+            p2p: P2pConfig::default(),
+            rpc: RpcConfig::default(),
+            metrics: MetricsConfig::default(),
+            mempool: MempoolSettings::default(),
+        }
+    }
+}
+
+/// Peer-to-peer networking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// libp2p multiaddress to listen on.
+    pub listen_addr: String,
+    /// Peers to dial at start (`/ip4/…/tcp/…/p2p/<peer id>`); the rest are discovered.
+    pub bootnodes: Vec<String>,
+    /// Most connected peers.
+    pub max_peers: u32,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen_addr: format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+            bootnodes: Vec::new(),
+            max_peers: 50,
+        }
+    }
+}
+
+/// JSON-RPC server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// Address of the HTTP + WebSocket listener. Loopback by default: expose it deliberately.
+    pub listen_addr: SocketAddr,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_RPC_PORT)),
+        }
+    }
+}
+
+/// Prometheus metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` HTTP listener. Loopback by default.
+    pub listen_addr: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
+        }
+    }
+}
+
+/// Mempool bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolSettings {
+    /// Most pending transactions.
+    pub max_txs: usize,
+    /// Most pending bytes.
+    pub max_bytes: usize,
+    /// How far ahead of an account's nonce a pending transaction may be.
+    pub future_nonce_window: u64,
+    /// Recently seen transaction hashes remembered for deduplication.
+    pub seen_cache_size: usize,
+}
+
+impl Default for MempoolSettings {
+    fn default() -> Self {
+        let defaults = MempoolConfig::default();
+        MempoolSettings {
+            max_txs: defaults.max_txs,
+            max_bytes: defaults.max_bytes,
+            future_nonce_window: defaults.future_nonce_window,
+            seen_cache_size: defaults.seen_cache_size,
+        }
+    }
+}
+
+impl From<&MempoolSettings> for MempoolConfig {
+    fn from(settings: &MempoolSettings) -> MempoolConfig {
+        MempoolConfig {
+            max_txs: settings.max_txs,
+            max_bytes: settings.max_bytes,
+            future_nonce_window: settings.future_nonce_window,
+            seen_cache_size: settings.seen_cache_size,
+        }
+    }
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than {CONFIG_BYTES_MAX} bytes")]
+    TooLarge { path: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: field `{field}` is invalid: {reason}")]
+    Invalid {
+        path: String,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let len = std::fs::metadata(path)
+            .map_err(|source| ConfigError::Io {
+                path: shown.clone(),
+                source,
+            })?
+            .len();
+        if len > CONFIG_BYTES_MAX {
+            return Err(ConfigError::TooLarge { path: shown });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// Parses and checks config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // toml's messages name the key and show the offending line.
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: err.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks relations serde cannot.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.p2p.max_peers == 0 {
+            return invalid("p2p.max_peers", "must be at least 1");
+        }
+        if !self.p2p.listen_addr.starts_with('/') {
+            return invalid(
+                "p2p.listen_addr",
+                "must be a multiaddress such as /ip4/0.0.0.0/tcp/30400",
+            );
+        }
+        if let Some(bad) = self.p2p.bootnodes.iter().find(|b| !b.starts_with('/')) {
+            return Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                field: "p2p.bootnodes",
+                reason: format!(
+                    "{bad:?} is not a multiaddress such as /ip4/10.0.0.1/tcp/30400/p2p/<peer id>"
+                ),
+            });
+        }
+        if self.mempool.max_txs == 0 || self.mempool.max_bytes == 0 {
+            return invalid("mempool", "max_txs and max_bytes must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The TOML written by `meshd init`: every setting, each with a comment.
+    pub fn to_documented_toml(&self) -> String {
+        let bootnodes = self
+            .p2p
+            .bootnodes
+            .iter()
+            .map(|b| format!("{b:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"# Mesh Ledger node configuration. Every setting is listed with its meaning; see
+# docs/operators.md for the full reference. Unknown keys are refused.
+
+# Name of this node in logs and status.
+moniker = {moniker:?}
+
+[p2p]
+# libp2p listen address (TCP). Default port {p2p_port}.
+listen_addr = {p2p_listen:?}
+# Peers dialled at start, as /ip4/<ip>/tcp/<port>/p2p/<peer id>; others are discovered.
+bootnodes = [{bootnodes}]
+# Most connected peers.
+max_peers = {max_peers}
+
+[rpc]
+# JSON-RPC over HTTP and WebSocket on one port. Loopback only unless you change it.
+listen_addr = "{rpc_listen}"
+
+[metrics]
+# Prometheus metrics at http://<listen_addr>/metrics. Loopback only unless you change it.
+listen_addr = "{metrics_listen}"
+
+[mempool]
+# Most pending transactions.
+max_txs = {max_txs}
+# Most pending bytes (encoded transactions).
+max_bytes = {max_bytes}
+# How far ahead of its account's nonce a pending transaction may be.
+future_nonce_window = {window}
+# Recently seen transaction hashes remembered to drop repeated gossip cheaply.
+seen_cache_size = {seen}
+"#,
+            moniker = self.moniker,
+            p2p_port = DEFAULT_P2P_PORT,
+            p2p_listen = self.p2p.listen_addr,
+            max_peers = self.p2p.max_peers,
+            rpc_listen = self.rpc.listen_addr,
+            metrics_listen = self.metrics.listen_addr,
+            max_txs = self.mempool.max_txs,
+            max_bytes = self.mempool.max_bytes,
+            window = self.mempool.future_nonce_window,
+            seen = self.mempool.seen_cache_size,
+        )
+    }
+}
