@@ -12,3 +12,4 @@ pub mod config;
 pub mod home;
 pub mod keys;
 pub mod mempool;
+pub mod network;
