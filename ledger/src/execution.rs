@@ -358,9 +358,9 @@ pub fn check_block_stateless(
     let mut bytes: u64 = 0;
     let mut tx_hashes = Vec::with_capacity(block.txs.len());
     for (index, stx) in block.txs.iter().enumerate() {
-        stx.check_stateless(&ctx.chain_id, params)
-            .map_err(|reason| BlockError::InvalidTx { index, reason })?;
         let encoded = stx.encode();
+        stx.check_stateless_sized(encoded.len(), &ctx.chain_id, params)
+            .map_err(|reason| BlockError::InvalidTx { index, reason })?;
         bytes = bytes.saturating_add(encoded.len() as u64);
         tx_hashes.push(Hash::of(&encoded));
     }
@@ -463,7 +463,7 @@ pub fn build_block<S: StateReader + TreeReader>(
             break;
         }
         let verdict = stx
-            .check_stateless(&ctx.chain_id, params)
+            .check_stateless_sized(encoded.len(), &ctx.chain_id, params)
             .and_then(|()| stx.verify_signature())
             .map_err(|err| err.to_string());
         if let Err(reason) = verdict {

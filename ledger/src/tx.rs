@@ -128,7 +128,17 @@ impl SignedTransaction {
     /// Checks everything that needs no state and no signature work: sizes, chain id, fee floor,
     /// nonce range. Cheap; run it before [`SignedTransaction::verify_signature`].
     pub fn check_stateless(&self, chain_id: &str, params: &Params) -> Result<(), TxError> {
-        let len = self.encoded_len();
+        self.check_stateless_sized(self.encoded_len(), chain_id, params)
+    }
+
+    /// [`SignedTransaction::check_stateless`] for callers that already hold the encoded bytes
+    /// (to hash them), so the hot paths encode each transaction once.
+    pub fn check_stateless_sized(
+        &self,
+        len: usize,
+        chain_id: &str,
+        params: &Params,
+    ) -> Result<(), TxError> {
         let max = params.tx_bytes_max as usize;
         if len > max {
             return Err(TxError::TooLarge { len, max });

@@ -189,15 +189,19 @@ impl Mempool {
         let mut to_verify = Vec::new();
         let mut to_verify_at = Vec::new();
         let mut hashes = Vec::with_capacity(txs.len());
+        let mut lengths = Vec::with_capacity(txs.len());
         for (index, stx) in txs.into_iter().enumerate() {
-            let hash = stx.hash();
+            // Encode once: the hash, the size check and the byte accounting all need it.
+            let encoded = stx.encode();
+            let hash = TxHash::of(&encoded);
             hashes.push(hash);
+            lengths.push(encoded.len());
             if self.entries.contains_key(&hash) {
                 results.push(Some(Ok(Admitted::Known(hash))));
                 continue;
             }
             // Cheap checks before any signature work.
-            match stx.check_stateless(&self.chain_id, &self.params) {
+            match stx.check_stateless_sized(encoded.len(), &self.chain_id, &self.params) {
                 Err(err) => results.push(Some(Err(err.into()))),
                 Ok(()) => {
                     results.push(None);
@@ -214,7 +218,7 @@ impl Mempool {
                 Err(err) => Err(err.into()),
                 Ok(()) => {
                     let account = account_of(&stx.tx.sender);
-                    self.admit_verified(stx, hash, &account)
+                    self.admit_verified(stx, hash, lengths[index], &account)
                 }
             };
             results[index] = Some(result);
@@ -229,6 +233,7 @@ impl Mempool {
         &mut self,
         stx: SignedTransaction,
         hash: TxHash,
+        encoded_len: usize,
         account: &Account,
     ) -> Result<Admitted, MempoolError> {
         if self.entries.contains_key(&hash) {
@@ -275,7 +280,6 @@ impl Mempool {
             }
             self.remove(&pending_hash);
         }
-        let encoded_len = stx.encoded_len();
         self.make_room(encoded_len, tx.fee, &sender, tx.nonce)?;
         self.arrivals += 1;
         let entry = Entry {
