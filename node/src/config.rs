@@ -29,6 +29,7 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub metrics: MetricsConfig,
     pub mempool: MempoolSettings,
+    pub consensus: ConsensusSettings,
 }
 
 impl Default for Config {
@@ -39,6 +40,7 @@ impl Default for Config {
             rpc: RpcConfig::default(),
             metrics: MetricsConfig::default(),
             mempool: MempoolSettings::default(),
+            consensus: ConsensusSettings::default(),
         }
     }
 }
@@ -134,6 +136,34 @@ impl From<&MempoolSettings> for MempoolConfig {
     }
 }
 
+/// Block production and consensus timing. Every validator of a chain should use the same
+/// values: a leader slower than its peers' view timeout loses its views.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSettings {
+    /// Least time between a block's timestamp and its child's: the leader waits this long
+    /// before building, so an idle chain makes a few blocks per second, not hundreds.
+    pub block_interval_ms: u64,
+    /// How long a view waits for a block before validators vote to skip it; doubles on each
+    /// consecutive skipped view.
+    pub view_timeout_ms: u64,
+    /// Ceiling of the doubled view timeout.
+    pub view_timeout_max_ms: u64,
+    /// A proposal stamped further than this ahead of our clock is refused.
+    pub max_clock_drift_ms: u64,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        ConsensusSettings {
+            block_interval_ms: 500,
+            view_timeout_ms: 2_000,
+            view_timeout_max_ms: 30_000,
+            max_clock_drift_ms: 10_000,
+        }
+    }
+}
+
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -215,6 +245,22 @@ impl Config {
         if self.mempool.max_txs == 0 || self.mempool.max_bytes == 0 {
             return invalid("mempool", "max_txs and max_bytes must be at least 1");
         }
+        let consensus = &self.consensus;
+        if consensus.view_timeout_ms < consensus.block_interval_ms.saturating_mul(2).max(100) {
+            return invalid(
+                "consensus.view_timeout_ms",
+                "must be at least twice consensus.block_interval_ms (and at least 100)",
+            );
+        }
+        if consensus.view_timeout_max_ms < consensus.view_timeout_ms {
+            return invalid(
+                "consensus.view_timeout_max_ms",
+                "must be at least consensus.view_timeout_ms",
+            );
+        }
+        if consensus.block_interval_ms > 60_000 {
+            return invalid("consensus.block_interval_ms", "must be at most 60000");
+        }
         Ok(())
     }
 
@@ -259,6 +305,18 @@ max_bytes = {max_bytes}
 future_nonce_window = {window}
 # Recently seen transaction hashes remembered to drop repeated gossip cheaply.
 seen_cache_size = {seen}
+
+[consensus]
+# Least time between consecutive blocks (ms): an idle chain makes an empty block this often.
+block_interval_ms = {block_interval}
+# How long a view waits for its block before validators vote to skip it (ms); doubles on each
+# consecutive skipped view. At least twice block_interval_ms. Use the same value on every
+# validator.
+view_timeout_ms = {view_timeout}
+# Ceiling of the doubled view timeout (ms).
+view_timeout_max_ms = {view_timeout_max}
+# Proposals stamped further ahead of this node's clock are refused (ms).
+max_clock_drift_ms = {drift}
 "#,
             moniker = self.moniker,
             p2p_port = DEFAULT_P2P_PORT,
@@ -270,6 +328,10 @@ seen_cache_size = {seen}
             max_bytes = self.mempool.max_bytes,
             window = self.mempool.future_nonce_window,
             seen = self.mempool.seen_cache_size,
+            block_interval = self.consensus.block_interval_ms,
+            view_timeout = self.consensus.view_timeout_ms,
+            view_timeout_max = self.consensus.view_timeout_max_ms,
+            drift = self.consensus.max_clock_drift_ms,
         )
     }
 }

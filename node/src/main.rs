@@ -7,10 +7,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use mesh_node::home::{self, Home, InitOptions};
 use mesh_node::keys;
+use mesh_node::logging::{self, LogFormat};
+use mesh_node::service::{self, NodeOptions};
+
+mod dev;
 
 #[derive(Parser, Debug)]
 #[command(name = "meshd", version, about = "Mesh Ledger node")]
 struct Cli {
+    /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=mesh_node=debug).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +36,24 @@ enum Command {
         /// Overwrite an existing home's config, genesis and keys.
         #[arg(long)]
         force: bool,
+    },
+    /// Run the node in a home written by `meshd init`: a validator when its validator key is
+    /// in the genesis validator set, a full node otherwise. Ctrl-C or SIGTERM stops it cleanly.
+    Run {
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// A single-validator development chain with funded accounts and fast blocks. Keys are
+    /// printed and written to `<home>/accounts/`. Without --home, a fresh temporary directory.
+    Dev {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Number of funded development accounts.
+        #[arg(long, default_value_t = 10)]
+        accounts: u32,
+        /// Milliseconds between blocks.
+        #[arg(long, default_value_t = 200)]
+        block_interval_ms: u64,
     },
     /// Manage key files.
     Keys {
@@ -56,6 +81,7 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -67,6 +93,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Run { home } => {
+            let options = NodeOptions::from_home(Home::new(home)).map_err(|err| err.to_string())?;
+            run_node(options)
+        }
+        Command::Dev {
+            home,
+            accounts,
+            block_interval_ms,
+        } => {
+            let options = dev::prepare(home, accounts, block_interval_ms)?;
+            run_node(options)
+        }
         Command::Init {
             home,
             chain_id,
@@ -114,4 +152,47 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Runs a node until Ctrl-C / SIGTERM (clean stop) or a fatal error.
+pub(crate) fn run_node(options: NodeOptions) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the async runtime: {err}"))?;
+    runtime.block_on(async move {
+        let mut node = service::start(options)
+            .await
+            .map_err(|err| err.to_string())?;
+        if let Some(addr) = node.p2p_address() {
+            eprintln!("p2p address: {addr}");
+        }
+        let outcome = tokio::select! {
+            result = node.stopped() => Some(result),
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down");
+                None
+            }
+        };
+        match outcome {
+            Some(result) => result.map_err(|err| err.to_string()),
+            None => node.stop().await.map_err(|err| err.to_string()),
+        }
+    })
+}
+
+/// Resolves on the first SIGINT or SIGTERM, naming it.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
 }

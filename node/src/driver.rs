@@ -1,0 +1,1153 @@
+//! The consensus driver: one task that owns the consensus state machine, the chain and the
+//! mempool, turns network events, timers and client commands into consensus inputs, and
+//! carries out consensus outputs in order.
+//!
+//! *Invariants:*
+//! - a `PersistSafetyState` is synced to RocksDB before any message after it leaves (outputs
+//!   are carried out one by one, and persisting is synchronous);
+//! - a finalized block is committed (block, receipts, state, certificate: one synced batch)
+//!   before the driver does anything else; a failed write stops the node;
+//! - every channel into or out of this task is bounded, and everything a peer sends is decoded
+//!   under a size cap and judged (`Accept` / `Reject` / `Ignore`) for the gossip layer.
+//!
+//! Block sync runs inside the same loop: the driver learns of higher finalized heights from
+//! consensus (`RequestSync`) and by asking a peer for its status every few seconds, fetches
+//! certified blocks in ranges from one peer at a time, checks that each payload hashes to its
+//! consensus header, and hands them to consensus, which checks the certificates. A peer that
+//! fails or lies is set aside and another tried.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_consensus::{
+    Block as ConsensusBlock, Consensus, FinalityCertificate, Height, Input, Message, Output,
+    Rejection, SafetyState, View,
+};
+use mesh_ledger::{Address, BlockHeader, Hash, SignedTransaction, TxHash};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::chain::{Chain, ChainError, Committed};
+use crate::mempool::{Admitted, Mempool, MempoolError};
+use crate::metrics::Metrics;
+use crate::network::{NetworkError, NetworkEvent, NetworkHandle, PeerId, Topic, Validation};
+use crate::wire::{
+    ConsensusEnvelope, SyncRequest, SyncResponse, TxGossip, WireError, TX_BATCH_MAX,
+};
+
+/// Name of the safety-state record in the consensus column family.
+pub const SAFETY_RECORD: &[u8] = b"safety_state/v1";
+/// Largest stored safety state accepted on restart.
+const SAFETY_RECORD_BYTES_MAX: usize = 1 << 20;
+
+/// Timing and bounds of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Least time between a parent's timestamp and its child's.
+    pub block_interval_ms: u64,
+    /// Proposals stamped further ahead of our clock are refused.
+    pub max_clock_drift_ms: u64,
+    /// How often a peer is asked for its finalized height.
+    pub status_interval: Duration,
+    /// Most blocks asked for in one sync request.
+    pub sync_batch_blocks: u64,
+    /// Largest sync response we ask a peer to build (bytes).
+    pub sync_response_bytes_max: usize,
+    /// How long a peer that failed a sync request is passed over.
+    pub sync_peer_backoff: Duration,
+    /// Largest gossip message (must match the network's cap).
+    pub gossip_bytes_max: usize,
+    /// Transactions submitted locally wait at most this long to be gossiped in one batch.
+    pub tx_gossip_delay: Duration,
+    /// Most proposals waiting for a parent we lack.
+    pub pending_verifications_max: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            block_interval_ms: 500,
+            max_clock_drift_ms: 10_000,
+            status_interval: Duration::from_secs(2),
+            sync_batch_blocks: 128,
+            sync_response_bytes_max: 12 << 20,
+            sync_peer_backoff: Duration::from_secs(10),
+            gossip_bytes_max: 4 << 20,
+            tx_gossip_delay: Duration::from_millis(20),
+            pending_verifications_max: 32,
+        }
+    }
+}
+
+/// What clients (RPC, tests) ask of the driver.
+#[derive(Debug)]
+pub enum NodeCommand {
+    /// Admit a transaction to the mempool and gossip it.
+    SubmitTx {
+        tx: Box<SignedTransaction>,
+        reply: oneshot::Sender<Result<TxHash, MempoolError>>,
+    },
+    /// Is this transaction pending in the mempool?
+    IsPending {
+        hash: TxHash,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// A snapshot of what the node is doing, refreshed by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub chain_id: String,
+    pub peer_id: String,
+    /// This node's validator address, when it is in the validator set.
+    pub validator: Option<Address>,
+    pub finalized_height: u64,
+    pub finalized_hash: Hash,
+    pub finalized_time_ms: u64,
+    pub view: u64,
+    /// Highest finalized height known to exist (ours or a peer's).
+    pub sync_target: u64,
+    pub syncing: bool,
+    pub peers: usize,
+    pub mempool_txs: usize,
+    pub mempool_bytes: usize,
+}
+
+/// A block that was just finalized and committed.
+#[derive(Debug, Clone)]
+pub struct FinalizedBlock {
+    pub header: BlockHeader,
+    pub hash: Hash,
+    pub tx_hashes: Vec<TxHash>,
+}
+
+/// Why the driver stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("a finalized block failed to execute; this node's state cannot be trusted: {0}")]
+    FinalizedBlockInvalid(String),
+    #[error("the stored safety state is unreadable ({0}); refusing to vote without it")]
+    SafetyState(String),
+    #[error("the network task stopped")]
+    NetworkStopped,
+}
+
+/// The channels a driver is wired to.
+#[derive(Debug)]
+pub struct DriverChannels {
+    pub events: mpsc::Receiver<NetworkEvent>,
+    pub commands: mpsc::Receiver<NodeCommand>,
+    pub status: watch::Sender<NodeStatus>,
+    pub finalized: broadcast::Sender<FinalizedBlock>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The outcome of a sync request, sent back by the task that awaited it.
+#[derive(Debug)]
+struct SyncReply {
+    peer: PeerId,
+    request: SyncRequest,
+    result: Result<Vec<u8>, NetworkError>,
+}
+
+/// A proposal whose parent we have not executed yet.
+#[derive(Debug)]
+struct PendingVerification {
+    view: View,
+    height: Height,
+    parent: Hash,
+    block_hash: Hash,
+    payload: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Highest finalized height we know exists.
+    target: u64,
+    /// The request in flight, if any.
+    in_flight: Option<(PeerId, SyncRequest)>,
+    peers: HashSet<PeerId>,
+    /// Peers passed over until the instant.
+    backoff: HashMap<PeerId, Instant>,
+    /// Rotates through peers.
+    turn: usize,
+}
+
+impl SyncState {
+    fn pick_peer(&mut self, now: Instant) -> Option<PeerId> {
+        self.backoff.retain(|_, until| *until > now);
+        let mut candidates: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|peer| !self.backoff.contains_key(peer))
+            .copied()
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        candidates.sort();
+        self.turn = self.turn.wrapping_add(1);
+        Some(candidates[self.turn % candidates.len()])
+    }
+}
+
+/// The driver task's state.
+pub struct Driver {
+    config: DriverConfig,
+    consensus: Consensus,
+    /// The consensus configuration (for the leader schedule).
+    consensus_config: mesh_consensus::Config,
+    /// Only validators speak in consensus; a full node follows silently.
+    is_validator: bool,
+    me: Address,
+    chain: Chain,
+    mempool: Mempool,
+    net: NetworkHandle,
+    metrics: Arc<Metrics>,
+    channels: DriverChannels,
+    sync_replies_tx: mpsc::Sender<SyncReply>,
+    sync_replies: mpsc::Receiver<SyncReply>,
+    started: Instant,
+    /// Latest deadline per view (consensus clock, ms).
+    timers: BTreeMap<View, u64>,
+    /// A payload to build once the block interval has passed: (view, height, parent, at_ms).
+    pending_build: Option<(View, Height, Hash, u64)>,
+    pending_verifications: VecDeque<PendingVerification>,
+    sequence: u64,
+    first_seen: HashMap<Hash, Instant>,
+    tx_outbox: Vec<SignedTransaction>,
+    tx_flush_at: Option<Instant>,
+    next_status_poll: Instant,
+    sync: SyncState,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("me", &self.me)
+            .field("is_validator", &self.is_validator)
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (block timestamps only; consensus timers use
+/// a monotonic clock).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Loads the durable safety state (default when this validator never voted).
+pub fn load_safety_state(chain: &Chain) -> Result<SafetyState, DriverError> {
+    let bytes = chain
+        .store()
+        .consensus_record(SAFETY_RECORD)
+        .map_err(|err| DriverError::Storage(err.to_string()))?;
+    match bytes {
+        None => Ok(SafetyState::default()),
+        Some(bytes) => {
+            mesh_ledger::encoding::decode("safety state", &bytes, SAFETY_RECORD_BYTES_MAX)
+                .map_err(|err| DriverError::SafetyState(err.to_string()))
+        }
+    }
+}
+
+impl Driver {
+    /// A driver around a restored consensus machine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: DriverConfig,
+        consensus_config: mesh_consensus::Config,
+        consensus: Consensus,
+        is_validator: bool,
+        chain: Chain,
+        mempool: Mempool,
+        net: NetworkHandle,
+        metrics: Arc<Metrics>,
+        channels: DriverChannels,
+    ) -> Driver {
+        let (sync_replies_tx, sync_replies) = mpsc::channel(8);
+        let now = Instant::now();
+        Driver {
+            config,
+            me: consensus.address(),
+            consensus_config,
+            consensus,
+            is_validator,
+            chain,
+            mempool,
+            net,
+            metrics,
+            channels,
+            sync_replies_tx,
+            sync_replies,
+            started: now,
+            timers: BTreeMap::new(),
+            pending_build: None,
+            pending_verifications: VecDeque::new(),
+            sequence: 0,
+            first_seen: HashMap::new(),
+            tx_outbox: Vec::new(),
+            tx_flush_at: None,
+            next_status_poll: now,
+            sync: SyncState::default(),
+        }
+    }
+
+    /// Consensus clock: monotonic milliseconds since the driver started (never 0).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    fn instant_of(&self, at_ms: u64) -> Instant {
+        self.started + Duration::from_millis(at_ms.saturating_sub(1))
+    }
+
+    /// Runs until shutdown or a fatal error. A clean shutdown returns between two steps, so a
+    /// commit in progress always completes.
+    pub async fn run(mut self) -> Result<(), DriverError> {
+        info!(
+            validator = self.is_validator,
+            address = %self.me,
+            height = self.chain.head().height,
+            view = self.consensus.view().0,
+            "consensus driver started"
+        );
+        let outputs = self.consensus.start(self.now_ms());
+        self.carry_out(outputs).await?;
+        self.publish_status();
+        let mut status_refresh = tokio::time::interval(Duration::from_secs(1));
+        status_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                changed = self.channels.shutdown.changed() => {
+                    if changed.is_err() || *self.channels.shutdown.borrow() {
+                        break;
+                    }
+                }
+                event = self.channels.events.recv() => match event {
+                    Some(event) => self.on_network_event(event).await?,
+                    None => return Err(DriverError::NetworkStopped),
+                },
+                Some(reply) = self.sync_replies.recv() => self.on_sync_reply(reply).await?,
+                Some(command) = self.channels.commands.recv() => self.on_command(command).await,
+                _ = tokio::time::sleep_until(wake.into()) => self.on_wake().await?,
+                _ = status_refresh.tick() => self.publish_status(),
+            }
+        }
+        self.flush_txs().await;
+        info!(
+            height = self.chain.head().height,
+            "consensus driver stopped"
+        );
+        Ok(())
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_status_poll;
+        if let Some(at) = self.timers.values().min() {
+            wake = wake.min(self.instant_of(*at));
+        }
+        if let Some((_, _, _, at)) = self.pending_build {
+            wake = wake.min(self.instant_of(at));
+        }
+        if let Some(at) = self.tx_flush_at {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    async fn on_wake(&mut self) -> Result<(), DriverError> {
+        let now_ms = self.now_ms();
+        let due: Vec<View> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now_ms)
+            .map(|(view, _)| *view)
+            .collect();
+        for view in due {
+            self.timers.remove(&view);
+            let outputs = self
+                .consensus
+                .on_input(self.now_ms(), Input::Timeout { view });
+            self.carry_out(outputs).await?;
+        }
+        // Views already left never fire usefully.
+        let current = self.consensus.view();
+        self.timers.retain(|view, _| *view >= current);
+        if let Some((view, height, parent, at)) = self.pending_build {
+            if at <= self.now_ms() {
+                self.pending_build = None;
+                self.build(view, height, parent).await?;
+            }
+        }
+        if self.tx_flush_at.is_some_and(|at| at <= Instant::now()) {
+            self.flush_txs().await;
+        }
+        if self.next_status_poll <= Instant::now() {
+            self.next_status_poll = Instant::now() + self.config.status_interval;
+            self.poll_status();
+            self.metrics
+                .views_nullified
+                .set(i64::try_from(self.consensus.stats().views_nullified).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- consensus outputs
+
+    /// Carries out outputs in order; outputs caused on the way (a verdict fed back) queue
+    /// behind them, which keeps every batch's persist-then-send order.
+    async fn carry_out(&mut self, outputs: Vec<Output>) -> Result<(), DriverError> {
+        let mut queue: VecDeque<Output> = outputs.into();
+        while let Some(output) = queue.pop_front() {
+            match output {
+                Output::PersistSafetyState(state) => self.persist_safety(&state)?,
+                Output::Broadcast(message) | Output::SendTo { message, .. } => {
+                    // SendTo goes out on gossip too: every validator receives it and the ones
+                    // it is not for drop it as a duplicate. Simpler than mapping validator
+                    // addresses to peer ids, and the sets are small.
+                    self.send_consensus(message).await;
+                }
+                Output::ScheduleTimeout { view, at_ms } => {
+                    self.timers.insert(view, at_ms);
+                }
+                Output::BuildPayload {
+                    view,
+                    height,
+                    parent,
+                } => {
+                    if self.is_validator {
+                        let at = self.build_time(&parent);
+                        self.pending_build = Some((view, height, parent, at));
+                    }
+                }
+                Output::VerifyPayload {
+                    view,
+                    height,
+                    parent,
+                    block_hash,
+                    payload,
+                } => {
+                    let pending = PendingVerification {
+                        view,
+                        height,
+                        parent,
+                        block_hash,
+                        payload,
+                    };
+                    if let Some(more) = self.verify(pending)? {
+                        queue.extend(more);
+                    }
+                }
+                Output::Finalize { block, certificate } => {
+                    self.commit(&block, &certificate).await?;
+                    for more in self.retry_pending_verifications()? {
+                        queue.push_back(more);
+                    }
+                }
+                Output::RequestSync { from, to } => {
+                    debug!(from = from.0, to = to.0, "consensus asks for blocks");
+                    self.raise_sync_target(to.0);
+                }
+                Output::ReportEvidence(evidence) => {
+                    self.metrics.evidence_reported.inc();
+                    warn!(
+                        signer = %evidence.signer(),
+                        view = evidence.first.vote.view().0,
+                        "validator signed conflicting votes"
+                    );
+                }
+            }
+        }
+        self.metrics
+            .view
+            .set(i64::try_from(self.consensus.view().0).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    fn persist_safety(&mut self, state: &SafetyState) -> Result<(), DriverError> {
+        if !self.is_validator {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let bytes = mesh_ledger::encoding::encode(state);
+        let store = Arc::clone(self.chain.store());
+        tokio::task::block_in_place(|| store.put_consensus_record(SAFETY_RECORD, &bytes))
+            .map_err(|err| DriverError::Storage(err.to_string()))?;
+        self.metrics
+            .safety_persist_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn send_consensus(&mut self, message: Message) {
+        if !self.is_validator {
+            return;
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        let envelope = ConsensusEnvelope::V1 {
+            sender: self.me,
+            sequence: self.sequence,
+            message,
+        };
+        match self.net.publish(Topic::Consensus, envelope.encode()).await {
+            Ok(_) => {}
+            Err(NetworkError::NoPeersForTopic { .. }) => {
+                debug!("no peers to send a consensus message to");
+            }
+            Err(err) => warn!(error = %err, "consensus message not sent"),
+        }
+    }
+
+    /// When the leader may build on `parent`: once the block interval since the parent's
+    /// timestamp has passed (at once if the parent is unknown or old).
+    fn build_time(&self, parent: &Hash) -> u64 {
+        let parent_time = if *parent == self.chain.head_hash() {
+            Some(self.chain.head().timestamp_ms)
+        } else {
+            None
+        };
+        let wait = parent_time.map_or(0, |t| {
+            t.saturating_add(self.config.block_interval_ms)
+                .saturating_sub(wall_ms())
+                .min(self.config.block_interval_ms)
+        });
+        self.now_ms().saturating_add(wait)
+    }
+
+    async fn build(&mut self, view: View, height: Height, parent: Hash) -> Result<(), DriverError> {
+        if self.consensus.view() != view {
+            return Ok(()); // the view ended before the block interval did
+        }
+        if !self.chain.knows(&parent) {
+            // The parent is still on its way (sync); try again shortly while the view lasts.
+            self.pending_build = Some((view, height, parent, self.now_ms().saturating_add(50)));
+            return Ok(());
+        }
+        let params = &self.chain.context().params;
+        let bytes_max = params
+            .block_bytes_max
+            .min(self.config.gossip_bytes_max.saturating_sub(64 * 1024) as u64);
+        let txs_max = params.block_txs_max as usize;
+        let candidates = {
+            let nonces = self.chain.nonces_at(&parent).map_err(fatal)?;
+            self.mempool.select(txs_max, bytes_max, nonces)
+        };
+        let chain = &mut self.chain;
+        let me = self.me;
+        let built = tokio::task::block_in_place(|| chain.build(&parent, me, wall_ms(), candidates));
+        let (block_hash, payload, tx_count) = match built {
+            Ok(built) => built,
+            Err(ChainError::Storage(err)) => return Err(DriverError::Storage(err.to_string())),
+            Err(err) => {
+                warn!(view = view.0, error = %err, "could not build a block");
+                return Ok(());
+            }
+        };
+        self.first_seen.insert(block_hash, Instant::now());
+        self.metrics.blocks_proposed.inc();
+        debug!(view = view.0, height = height.0, block = %block_hash, txs = tx_count, "built block");
+        let outputs = self.consensus.on_input(
+            self.now_ms(),
+            Input::PayloadBuilt {
+                view,
+                block_hash,
+                payload,
+            },
+        );
+        Box::pin(self.carry_out(outputs)).await
+    }
+
+    /// Checks a proposal. `Some(outputs)` once judged; `None` when its parent is unknown and
+    /// it waits (bounded) for the parent to be executed or finalized.
+    fn verify(&mut self, pending: PendingVerification) -> Result<Option<Vec<Output>>, DriverError> {
+        if pending.height.0 <= self.chain.head().height {
+            return Ok(Some(Vec::new())); // already final at that height
+        }
+        if !self.chain.knows(&pending.parent) {
+            if self.pending_verifications.len() >= self.config.pending_verifications_max {
+                self.pending_verifications.pop_front();
+            }
+            debug!(view = pending.view.0, parent = %pending.parent, "proposal waits for its parent");
+            self.pending_verifications.push_back(pending);
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let leader = self.consensus_leader(pending.view);
+        let drift = self.config.max_clock_drift_ms;
+        let chain = &mut self.chain;
+        let verdict = tokio::task::block_in_place(|| {
+            chain.verify(
+                &pending.parent,
+                pending.height,
+                &pending.block_hash,
+                &pending.payload,
+                leader,
+                wall_ms(),
+                drift,
+            )
+        });
+        self.metrics
+            .payload_verify_duration
+            .observe(started.elapsed().as_secs_f64());
+        let valid = match verdict {
+            Ok(()) => true,
+            Err(ChainError::Storage(err)) => return Err(DriverError::Storage(err.to_string())),
+            Err(err) => {
+                warn!(view = pending.view.0, block = %pending.block_hash, error = %err, "proposal refused");
+                self.metrics.reject("consensus", "invalid_block");
+                false
+            }
+        };
+        if valid {
+            self.first_seen
+                .entry(pending.block_hash)
+                .or_insert_with(Instant::now);
+        }
+        Ok(Some(self.consensus.on_input(
+            self.now_ms(),
+            Input::PayloadVerified {
+                view: pending.view,
+                block_hash: pending.block_hash,
+                valid,
+            },
+        )))
+    }
+
+    fn consensus_leader(&self, view: View) -> Address {
+        self.consensus_config.leader(view)
+    }
+
+    /// Re-checks proposals whose parent has become known.
+    fn retry_pending_verifications(&mut self) -> Result<Vec<Output>, DriverError> {
+        let head = self.chain.head().height;
+        let waiting = std::mem::take(&mut self.pending_verifications);
+        let mut outputs = Vec::new();
+        for pending in waiting {
+            if pending.height.0 <= head || pending.view < self.consensus.view() {
+                continue;
+            }
+            if let Some(more) = self.verify(pending)? {
+                outputs.extend(more);
+            }
+        }
+        Ok(outputs)
+    }
+
+    async fn commit(
+        &mut self,
+        block: &ConsensusBlock,
+        certificate: &FinalityCertificate,
+    ) -> Result<(), DriverError> {
+        let started = Instant::now();
+        let chain = &mut self.chain;
+        let committed = tokio::task::block_in_place(|| chain.commit(block, certificate));
+        let committed: Committed = match committed {
+            Ok(committed) => committed,
+            Err(ChainError::Storage(err)) => {
+                error!(height = block.header.height.0, error = %err, "commit failed");
+                return Err(DriverError::Storage(err.to_string()));
+            }
+            Err(err) => {
+                error!(height = block.header.height.0, error = %err, "finalized block is invalid");
+                return Err(DriverError::FinalizedBlockInvalid(err.to_string()));
+            }
+        };
+        let elapsed = started.elapsed();
+        self.metrics
+            .block_commit_duration
+            .observe(elapsed.as_secs_f64());
+        if let Some(seen) = self.first_seen.remove(&committed.hash) {
+            self.metrics
+                .finality_latency
+                .observe(seen.elapsed().as_secs_f64());
+        }
+        self.first_seen
+            .retain(|_, seen| seen.elapsed() < Duration::from_secs(120));
+        let height = committed.header.height;
+        self.metrics
+            .finalized_height
+            .set(i64::try_from(height).unwrap_or(i64::MAX));
+        self.metrics.blocks_finalized.inc();
+        self.metrics
+            .txs_finalized
+            .inc_by(committed.tx_hashes.len() as u64);
+        self.metrics.txs_failed.inc_by(committed.failed_txs as u64);
+        info!(
+            height,
+            view = block.header.view.0,
+            block = %committed.hash,
+            txs = committed.tx_hashes.len(),
+            commit_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "block finalized"
+        );
+        let chain = &self.chain;
+        self.mempool
+            .on_block_committed(&committed.tx_hashes, |address| {
+                chain.committed_account(address).unwrap_or_default()
+            });
+        self.sync.target = self.sync.target.max(height);
+        self.update_gauges();
+        // Nobody listening is fine: subscribers come and go.
+        let _ = self.channels.finalized.send(FinalizedBlock {
+            header: committed.header,
+            hash: committed.hash,
+            tx_hashes: committed.tx_hashes,
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- network
+
+    async fn on_network_event(&mut self, event: NetworkEvent) -> Result<(), DriverError> {
+        match event {
+            NetworkEvent::Gossip {
+                topic: Topic::Consensus,
+                message_id,
+                source,
+                data,
+            } => {
+                let validation = self.on_consensus_gossip(&data).await?;
+                let _ = self
+                    .net
+                    .report_validation(message_id, source, validation)
+                    .await;
+            }
+            NetworkEvent::Gossip {
+                topic: Topic::Transactions,
+                message_id,
+                source,
+                data,
+            } => {
+                let validation = self.on_tx_gossip(&data);
+                let _ = self
+                    .net
+                    .report_validation(message_id, source, validation)
+                    .await;
+            }
+            NetworkEvent::SyncRequest {
+                peer,
+                request_id,
+                data,
+            } => {
+                let response = self.serve_sync(peer, &data);
+                if let Err(err) = self.net.respond_sync(request_id, response.encode()).await {
+                    debug!(%peer, error = %err, "sync response not sent");
+                }
+            }
+            NetworkEvent::PeerConnected(peer) => {
+                debug!(%peer, "peer connected");
+                self.sync.peers.insert(peer);
+                self.update_gauges();
+            }
+            NetworkEvent::PeerDisconnected(peer) => {
+                debug!(%peer, "peer disconnected");
+                self.sync.peers.remove(&peer);
+                self.update_gauges();
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_consensus_gossip(&mut self, data: &[u8]) -> Result<Validation, DriverError> {
+        let envelope = match ConsensusEnvelope::decode(data, self.config.gossip_bytes_max) {
+            Ok(envelope) => envelope,
+            Err(WireError::UnknownKind { tag }) => {
+                debug!(tag, "consensus message of an unknown kind ignored");
+                self.metrics.reject("consensus", "unknown_kind");
+                return Ok(Validation::Ignore);
+            }
+            Err(err) => {
+                debug!(error = %err, "malformed consensus message");
+                self.metrics.reject("consensus", "malformed");
+                return Ok(Validation::Reject);
+            }
+        };
+        let ConsensusEnvelope::V1 {
+            sender, message, ..
+        } = envelope;
+        let outputs = self.consensus.on_input(
+            self.now_ms(),
+            Input::Message {
+                from: sender,
+                message,
+            },
+        );
+        let validation = match self.consensus.last_rejection() {
+            None => Validation::Accept,
+            Some(rejection) => {
+                let (reason, validation) = judge(rejection);
+                debug!(%rejection, "consensus message refused");
+                self.metrics.reject("consensus", reason);
+                validation
+            }
+        };
+        self.carry_out(outputs).await?;
+        Ok(validation)
+    }
+
+    fn on_tx_gossip(&mut self, data: &[u8]) -> Validation {
+        let txs = match TxGossip::decode(data, self.config.gossip_bytes_max) {
+            Ok(txs) => txs,
+            Err(WireError::UnknownKind { .. }) => {
+                self.metrics.reject("tx", "unknown_kind");
+                return Validation::Ignore;
+            }
+            Err(_) => {
+                self.metrics.reject("tx", "malformed");
+                return Validation::Reject;
+            }
+        };
+        let chain = &self.chain;
+        let results = self.mempool.insert_batch(txs, |address| {
+            chain.committed_account(address).unwrap_or_default()
+        });
+        let mut new = 0u64;
+        let mut invalid = false;
+        for result in &results {
+            match result {
+                Ok(Admitted::New(_)) => new += 1,
+                Ok(Admitted::Known(_)) => {}
+                // A signature or format no honest node would forward.
+                Err(MempoolError::Invalid(_)) => invalid = true,
+                // Races (nonce, balance, full pool) are nobody's fault.
+                Err(_) => {}
+            }
+        }
+        self.metrics.txs_submitted.inc_by(new);
+        self.update_gauges();
+        if invalid {
+            self.metrics.reject("tx", "invalid_tx");
+            Validation::Reject
+        } else if new > 0 {
+            Validation::Accept
+        } else {
+            Validation::Ignore
+        }
+    }
+
+    async fn on_command(&mut self, command: NodeCommand) {
+        match command {
+            NodeCommand::SubmitTx { tx, reply } => {
+                let account = self.chain.committed_account(&tx.tx.sender);
+                let result = match account {
+                    Ok(account) => self.mempool.insert(*tx.clone(), &account),
+                    Err(err) => {
+                        error!(error = %err, "cannot read an account for admission");
+                        Ok(Admitted::Known(tx.hash()))
+                    }
+                };
+                if let Ok(Admitted::New(_)) = result {
+                    self.metrics.txs_submitted.inc();
+                    self.tx_outbox.push(*tx);
+                    if self.tx_outbox.len() >= TX_BATCH_MAX / 10 {
+                        self.flush_txs().await;
+                    } else if self.tx_flush_at.is_none() {
+                        self.tx_flush_at = Some(Instant::now() + self.config.tx_gossip_delay);
+                    }
+                }
+                self.update_gauges();
+                let _ = reply.send(result.map(|admitted| admitted.hash()));
+            }
+            NodeCommand::IsPending { hash, reply } => {
+                let _ = reply.send(self.mempool.contains(&hash));
+            }
+        }
+    }
+
+    async fn flush_txs(&mut self) {
+        self.tx_flush_at = None;
+        if self.tx_outbox.is_empty() {
+            return;
+        }
+        let txs = std::mem::take(&mut self.tx_outbox);
+        let count = txs.len();
+        match self
+            .net
+            .publish(Topic::Transactions, TxGossip::V1 { txs }.encode())
+            .await
+        {
+            Ok(_) | Err(NetworkError::NoPeersForTopic { .. }) => {}
+            Err(err) => warn!(error = %err, count, "transactions not gossiped"),
+        }
+    }
+
+    // ---------------------------------------------------------------- sync
+
+    fn serve_sync(&mut self, peer: PeerId, data: &[u8]) -> SyncResponse {
+        let request = match SyncRequest::decode(data) {
+            Ok(request) => request,
+            Err(err) => {
+                debug!(%peer, error = %err, "bad sync request");
+                let reason = match err {
+                    WireError::UnknownKind { .. } => "unknown_kind",
+                    WireError::Malformed { .. } => "malformed",
+                };
+                self.metrics.reject("sync", reason);
+                return SyncResponse::Refused {
+                    reason: err.to_string(),
+                };
+            }
+        };
+        match request {
+            SyncRequest::Status => SyncResponse::Status {
+                finalized_height: self.chain.head().height,
+                finalized_hash: self.chain.head_hash(),
+            },
+            SyncRequest::Blocks { from, to } => {
+                if from > to {
+                    return SyncResponse::Refused {
+                        reason: "from is above to".into(),
+                    };
+                }
+                let count_max = usize::try_from(self.config.sync_batch_blocks).unwrap_or(128);
+                let chain = &self.chain;
+                let bytes_max = self.config.sync_response_bytes_max;
+                match tokio::task::block_in_place(|| {
+                    chain.certified_blocks(from, to, count_max, bytes_max)
+                }) {
+                    Ok(blocks) => SyncResponse::Blocks { blocks },
+                    Err(err) => {
+                        error!(error = %err, "cannot read blocks to serve");
+                        SyncResponse::Refused {
+                            reason: "storage error".into(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn raise_sync_target(&mut self, height: u64) {
+        if height > self.sync.target {
+            self.sync.target = height;
+            self.update_gauges();
+        }
+        self.start_sync();
+    }
+
+    /// Sends the next block request if we are behind and nothing is in flight.
+    fn start_sync(&mut self) {
+        let head = self.chain.head().height;
+        if self.sync.in_flight.is_some() || self.sync.target <= head {
+            return;
+        }
+        let Some(peer) = self.sync.pick_peer(Instant::now()) else {
+            return;
+        };
+        let to = self
+            .sync
+            .target
+            .min(head.saturating_add(self.config.sync_batch_blocks));
+        let request = SyncRequest::Blocks { from: head + 1, to };
+        debug!(%peer, from = head + 1, to, "requesting blocks");
+        self.send_sync_request(peer, request);
+    }
+
+    fn poll_status(&mut self) {
+        if self.sync.in_flight.is_some() {
+            return;
+        }
+        if self.sync.target > self.chain.head().height {
+            self.start_sync();
+            return;
+        }
+        if let Some(peer) = self.sync.pick_peer(Instant::now()) {
+            self.send_sync_request(peer, SyncRequest::Status);
+        }
+    }
+
+    fn send_sync_request(&mut self, peer: PeerId, request: SyncRequest) {
+        self.sync.in_flight = Some((peer, request));
+        let net = self.net.clone();
+        let replies = self.sync_replies_tx.clone();
+        tokio::spawn(async move {
+            let result = net.send_sync_request(peer, request.encode()).await;
+            let _ = replies
+                .send(SyncReply {
+                    peer,
+                    request,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn set_aside(&mut self, peer: PeerId, reason: &'static str) {
+        debug!(%peer, reason, "sync peer set aside");
+        self.sync
+            .backoff
+            .insert(peer, Instant::now() + self.config.sync_peer_backoff);
+    }
+
+    async fn on_sync_reply(&mut self, reply: SyncReply) -> Result<(), DriverError> {
+        if self.sync.in_flight.map(|(peer, _)| peer) == Some(reply.peer) {
+            self.sync.in_flight = None;
+        }
+        let peer = reply.peer;
+        let bytes = match reply.result {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                debug!(%peer, error = %err, "sync request failed");
+                self.set_aside(peer, "request failed");
+                self.start_sync();
+                return Ok(());
+            }
+        };
+        let response =
+            match SyncResponse::decode(&bytes, self.config.sync_response_bytes_max + (1 << 20)) {
+                Ok(response) => response,
+                Err(err) => {
+                    warn!(%peer, error = %err, "malformed sync response");
+                    self.metrics.reject("sync", "malformed");
+                    self.set_aside(peer, "malformed response");
+                    self.start_sync();
+                    return Ok(());
+                }
+            };
+        match (reply.request, response) {
+            (
+                SyncRequest::Status,
+                SyncResponse::Status {
+                    finalized_height, ..
+                },
+            ) => {
+                if finalized_height > self.chain.head().height {
+                    debug!(%peer, finalized_height, "peer is ahead");
+                }
+                self.raise_sync_target(finalized_height);
+            }
+            (SyncRequest::Blocks { from, .. }, SyncResponse::Blocks { blocks }) => {
+                self.on_synced_blocks(peer, from, blocks).await?;
+                self.start_sync();
+            }
+            (_, SyncResponse::Refused { reason }) => {
+                debug!(%peer, %reason, "sync request refused");
+                self.set_aside(peer, "refused");
+                self.start_sync();
+            }
+            _ => {
+                self.metrics.reject("sync", "wrong_response");
+                self.set_aside(peer, "answered another question");
+                self.start_sync();
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_synced_blocks(
+        &mut self,
+        peer: PeerId,
+        from: u64,
+        blocks: Vec<mesh_consensus::CertifiedBlock>,
+    ) -> Result<(), DriverError> {
+        let head = self.chain.head().height;
+        if blocks.is_empty() {
+            // The peer does not have what it (or someone) claimed: forget the claim and learn
+            // the height again from the next status answer.
+            self.set_aside(peer, "has no blocks");
+            self.sync.target = head;
+            self.update_gauges();
+            return Ok(());
+        }
+        let starts_right = blocks
+            .first()
+            .is_some_and(|b| b.block.header.height.0 == from);
+        let payloads_match = blocks
+            .iter()
+            .all(|item| self.chain.check_synced(&item.block).is_ok());
+        if !starts_right || !payloads_match {
+            warn!(%peer, "sync peer sent blocks that do not match their headers");
+            self.metrics.reject("sync", "invalid_blocks");
+            self.set_aside(peer, "invalid blocks");
+            let _ = self.net.block_peer(peer).await;
+            return Ok(());
+        }
+        let count = blocks.len();
+        let outputs = self
+            .consensus
+            .on_input(self.now_ms(), Input::BlocksSynced { blocks });
+        if let Some(rejection) = self.consensus.last_rejection() {
+            warn!(%peer, %rejection, "synced blocks refused");
+            self.metrics.reject("sync", "invalid_certificate");
+            self.set_aside(peer, "invalid certificate");
+        }
+        self.carry_out(outputs).await?;
+        debug!(%peer, count, head = self.chain.head().height, "synced blocks applied");
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- status
+
+    fn update_gauges(&mut self) {
+        let head = self.chain.head().height;
+        let lag = self.sync.target.saturating_sub(head);
+        self.metrics
+            .sync_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.metrics
+            .mempool_txs
+            .set(i64::try_from(self.mempool.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .mempool_bytes
+            .set(i64::try_from(self.mempool.bytes()).unwrap_or(i64::MAX));
+        self.metrics
+            .peers
+            .set(i64::try_from(self.sync.peers.len()).unwrap_or(i64::MAX));
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let head = self.chain.head();
+        let status = NodeStatus {
+            chain_id: self.chain.context().chain_id.clone(),
+            peer_id: self.net.local_peer_id().to_string(),
+            validator: self.is_validator.then_some(self.me),
+            finalized_height: head.height,
+            finalized_hash: self.chain.head_hash(),
+            finalized_time_ms: head.timestamp_ms,
+            view: self.consensus.view().0,
+            sync_target: self.sync.target.max(head.height),
+            syncing: self.sync.target > head.height,
+            peers: self.sync.peers.len(),
+            mempool_txs: self.mempool.len(),
+            mempool_bytes: self.mempool.bytes(),
+        };
+        self.channels.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+}
+
+/// How a consensus refusal maps onto the gossip verdict and the metric's reason.
+fn judge(rejection: &Rejection) -> (&'static str, Validation) {
+    match rejection {
+        Rejection::NotValidator { .. } => ("not_validator", Validation::Reject),
+        Rejection::InvalidSignature { .. } => ("invalid_signature", Validation::Reject),
+        Rejection::PayloadTooLarge { .. } => ("too_large", Validation::Reject),
+        Rejection::Certificate(_) => ("invalid_certificate", Validation::Reject),
+        Rejection::InvalidSync { .. } => ("invalid_sync", Validation::Reject),
+        Rejection::FutureBufferFull { .. } => ("future_buffer_full", Validation::Ignore),
+        Rejection::BatchTooLarge { .. } => ("batch_too_large", Validation::Ignore),
+    }
+}
+
+fn fatal(err: ChainError) -> DriverError {
+    DriverError::Storage(err.to_string())
+}
