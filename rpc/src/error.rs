@@ -27,6 +27,18 @@ pub const INVALID_PARAMS: i32 = -32602;
 /// JSON-RPC: internal error of the node.
 pub const INTERNAL_ERROR: i32 = -32603;
 
+/// jsonrpsee: too many subscriptions on this connection
+/// (`RpcServerConfig::subscriptions_per_connection_max`).
+pub const TOO_MANY_SUBSCRIPTIONS: i32 = jsonrpsee_types::error::TOO_MANY_SUBSCRIPTIONS_CODE;
+/// jsonrpsee: a WebSocket message over `request_body_bytes_max` (HTTP answers status 413).
+pub const OVERSIZED_REQUEST: i32 = jsonrpsee_types::error::OVERSIZED_REQUEST_CODE;
+/// jsonrpsee: the answer would exceed `response_body_bytes_max`.
+pub const OVERSIZED_RESPONSE: i32 = jsonrpsee_types::error::OVERSIZED_RESPONSE_CODE;
+/// jsonrpsee: a batch longer than `batch_len_max` (refused whole).
+pub const TOO_BIG_BATCH: i32 = jsonrpsee_types::error::TOO_BIG_BATCH_REQUEST_CODE;
+/// jsonrpsee: a batch whose answers together exceed `response_body_bytes_max`.
+pub const TOO_BIG_BATCH_RESPONSE: i32 = jsonrpsee_types::error::TOO_BIG_BATCH_RESPONSE_CODE;
+
 /// The transaction's signature (or its sender's public key) is invalid.
 pub const INVALID_SIGNATURE: i32 = 1001;
 /// The transaction names another chain.
