@@ -44,7 +44,7 @@ pub mod server;
 pub mod types;
 pub mod verify;
 
-pub use backend::{Backend, BlockRef, DroppedTx, FinalizedEvent, StateRead, TxLookup};
+pub use backend::{Backend, BlockRef, DroppedTx, FinalizedEvent, KeyValue, StateRead, TxLookup};
 pub use client::{Client, ClientConfig, ClientError, HttpTransport, WsTransport};
 pub use error::ApiError;
 pub use methods::Api;
