@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee_server::{BatchRequestConfig, RpcModule, ServerBuilder, ServerConfig, ServerHandle};
+use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::backend::Backend;
 use crate::health::HealthLayer;
 use crate::methods;
 
-/// Which browser origins may call the API (CORS).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Which browser origins may call the API (CORS). In TOML: `cors = "disabled"`,
+/// `cors = "any_origin"` or `cors = { origins = ["https://app.example"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CorsPolicy {
     /// No CORS headers: browsers on other origins are refused. The default.
     #[default]
@@ -25,8 +28,10 @@ pub enum CorsPolicy {
 }
 
 /// Every setting of the server, each a bound, with its default. The node maps its
-/// `config.toml` `[rpc]` section onto this.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `config.toml` `[rpc]` section onto this (it is serde-deserializable with defaults for
+/// missing fields and unknown fields refused, so the node may also embed it whole).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RpcServerConfig {
     /// Largest request body (HTTP) or message (WebSocket), bytes. Default 4 MiB: a transaction
     /// of the ledger's 1 MiB ceiling is 2 MiB of hex.

@@ -532,3 +532,24 @@ async fn websocket_client_calls_too() {
     let stx = transfer(&alice(), 0, &bob(), 5);
     assert_eq!(client.send_transaction(&stx).await.unwrap(), stx.hash());
 }
+
+#[test]
+fn config_reads_from_toml_like_json_with_defaults() {
+    let config: mesh_rpc::RpcServerConfig = serde_json::from_str(
+        r#"{"batch_len_max": 10, "cors": {"origins": ["https://a.example"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(config.batch_len_max, 10);
+    assert_eq!(
+        config.cors,
+        CorsPolicy::Origins(vec!["https://a.example".into()])
+    );
+    assert_eq!(
+        config.connections_max,
+        mesh_rpc::RpcServerConfig::default().connections_max
+    );
+    let any: mesh_rpc::RpcServerConfig = serde_json::from_str(r#"{"cors": "any_origin"}"#).unwrap();
+    assert_eq!(any.cors, CorsPolicy::AnyOrigin);
+    assert!(serde_json::from_str::<mesh_rpc::RpcServerConfig>(r#"{"batch_len": 1}"#).is_err());
+    mesh_rpc::RpcServerConfig::default().validate().unwrap();
+}

@@ -261,3 +261,50 @@ async fn account_subscription_reports_changes_only() {
     assert_eq!(balance(next(&mut events).await), (1, 525));
     assert_eq!(balance(next(&mut events).await), (4, 519));
 }
+
+/// A subscriber that stops reading: once the server cannot hand it a notification within
+/// `subscription_send_timeout_ms`, it gets the `lagged` notice (when it reads again) and the
+/// subscription ends — it is never silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_gets_a_lagged_notice() {
+    let node = MockNode::new();
+    // About 800 bytes of JSON a block: 10,000 blocks overflow any loopback socket buffers
+    // (at most 4 MiB here).
+    for _ in 0..10_000 {
+        node.finalize();
+    }
+    let config = RpcServerConfig {
+        replay_blocks_max: 20_000,
+        subscription_send_timeout_ms: 200,
+        connection_buffer_messages: 1,
+        ..test_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+    let mut stalled = StalledWs::connect(
+        addr,
+        r#"{"jsonrpc":"2.0","id":1,"method":"mesh_subscribeBlocks","params":[{"from_height":1}]}"#,
+    )
+    .await;
+    // Not reading: the replay backs up and times out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = stalled
+        .read_until(
+            |t| t.contains(r#""type":"lagged""#),
+            Duration::from_secs(20),
+        )
+        .await;
+    let at = text.find(r#""type":"lagged""#).expect("no lagged notice");
+    let tail = &text[at..];
+    let resume: u64 = tail
+        .split(r#""resume_from_height":"#)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .expect("lagged notice names the resume height");
+    assert!(resume > 1 && resume <= 10_000, "resume at {resume}");
+    // Nothing after the notice: the subscription is closed.
+    let after = stalled
+        .read_until(|t| t.contains("mesh_block"), Duration::from_millis(500))
+        .await;
+    assert!(!after.contains(r#""type":"block""#), "{after}");
+}

@@ -653,3 +653,67 @@ pub fn expect_error(response: &serde_json::Value, code: i64) -> serde_json::Valu
 pub fn hex_of(stx: &SignedTransaction) -> String {
     mesh_ledger::bytes::to_hex(&stx.encode())
 }
+
+/// A WebSocket client that sends one request and then reads nothing until told: a subscriber
+/// as slow as can be. Its receive buffer is made small so the server's sends back up quickly.
+pub struct StalledWs {
+    stream: tokio::net::TcpStream,
+}
+
+impl StalledWs {
+    pub async fn connect(addr: SocketAddr, request: &str) -> StalledWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let handshake = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(handshake.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        // One masked text frame (a zero mask key leaves the payload as is).
+        let payload = request.as_bytes();
+        let mut frame = vec![0x81u8];
+        if payload.len() < 126 {
+            frame.push(0x80 | payload.len() as u8);
+        } else {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        stream.write_all(&frame).await.unwrap();
+        StalledWs { stream }
+    }
+
+    /// Reads whatever arrives until `done` matches the text read so far, or `timeout`.
+    pub async fn read_until(&mut self, done: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => {
+                    out.extend_from_slice(&buf[..n]);
+                    if done(&String::from_utf8_lossy(&out)) {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    }
+}
