@@ -107,10 +107,20 @@ impl Args {
             .ok_or_else(|| ApiError::invalid_param(name, "missing"))
     }
 
-    fn hex(&self, index: usize, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
-        self.optional::<String>(index, name)?
-            .map(|text| parse_hex_strict(&text).map_err(|err| ApiError::invalid_param(name, err)))
-            .transpose()
+    /// A `0x`-hex parameter of at most `max` bytes.
+    fn hex(&self, index: usize, name: &str, max: usize) -> Result<Option<Vec<u8>>, ApiError> {
+        let Some(text) = self.optional::<String>(index, name)? else {
+            return Ok(None);
+        };
+        if text.len().saturating_sub(2) / 2 > max {
+            return Err(ApiError::invalid_param(
+                name,
+                format!("longer than {max} bytes; no key can be"),
+            ));
+        }
+        parse_hex_strict(&text)
+            .map(Some)
+            .map_err(|err| ApiError::invalid_param(name, err))
     }
 }
 
@@ -501,7 +511,7 @@ async fn get_account<B: Backend>(api: Api<B>, args: Args) -> Result<AccountInfo,
 async fn get_value<B: Backend>(api: Api<B>, args: Args) -> Result<ValueInfo, ApiError> {
     let owner: Address = args.required(0, "owner")?;
     let key = args
-        .hex(1, "key")?
+        .hex(1, "key", api.config().tx_bytes_max as usize)?
         .ok_or_else(|| ApiError::invalid_param("key", "missing"))?;
     let options: ReadOptions = args.optional(2, "options")?.unwrap_or_default();
     let status = api.backend().status().await?;
@@ -526,9 +536,11 @@ async fn get_value<B: Backend>(api: Api<B>, args: Args) -> Result<ValueInfo, Api
 
 async fn list_keys<B: Backend>(api: Api<B>, args: Args) -> Result<KeysPage, ApiError> {
     let owner: Address = args.required(0, "owner")?;
-    let prefix = args.hex(1, "prefix")?.unwrap_or_default();
-    let cursor = args.hex(2, "cursor")?;
     let config = api.config();
+    // A key is part of a transaction, so none is longer than the largest transaction.
+    let key_max = config.tx_bytes_max as usize;
+    let prefix = args.hex(1, "prefix", key_max)?.unwrap_or_default();
+    let cursor = args.hex(2, "cursor", key_max)?;
     let limit: u32 = args
         .optional(3, "limit")?
         .unwrap_or(config.list_keys_default);

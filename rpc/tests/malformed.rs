@@ -91,6 +91,11 @@ async fn malformed_requests_use_standard_codes() {
         ("mesh_getValue", format!(r#"["{alice_hex}", "abcd"]"#)),
         ("mesh_sendTransaction", r#"["0xg0"]"#.to_owned()),
         ("mesh_getBlock", r#"["0x12"]"#.to_owned()),
+        // Longer than any key can be.
+        (
+            "mesh_getValue",
+            format!(r#"["{alice_hex}", "0x{}"]"#, "00".repeat(1_100_000)),
+        ),
     ] {
         let response = call(addr, method, &params).await;
         expect_error(&response, i64::from(INVALID_PARAMS));
