@@ -285,8 +285,9 @@ async fn a_subscriber_that_stops_reading_gets_a_lagged_notice() {
         r#"{"jsonrpc":"2.0","id":1,"method":"mesh_subscribeBlocks","params":[{"from_height":1}]}"#,
     )
     .await;
-    // Not reading: the replay backs up and times out.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Not reading: the replay backs up and times out. (Generous: the buffers must fill first,
+    // which takes longer on a loaded machine.)
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let text = stalled
         .read_until(
             |t| t.contains(r#""type":"lagged""#),
