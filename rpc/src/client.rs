@@ -1,0 +1,360 @@
+//! The typed Rust client: one method per API method, errors decoded back into [`ApiError`],
+//! and verified reads that trust no single node.
+
+use std::time::Duration;
+
+use jsonrpsee_core::client::{ClientT, Error as RpcClientError, Subscription, SubscriptionClientT};
+use jsonrpsee_core::traits::ToRpcParams;
+use mesh_ledger::{Address, Receipt, SignedTransaction, TxHash};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::backend::BlockRef;
+use crate::error::ApiError;
+use crate::types::{
+    AccountEvent, AccountInfo, BlockEvent, BlockInfo, FinalityRecordJson, HexBytes, KeysPage,
+    MempoolStats, MethodList, NodeStatus, PeerInfo, ReadOptions, SubscribeBlocksOptions, TxEvent,
+    TxInfo, ValidatorsInfo, ValueInfo,
+};
+use crate::verify::{self, TrustAnchor, VerifyError};
+
+/// The HTTP transport (no subscriptions).
+pub type HttpTransport = jsonrpsee_http_client::HttpClient;
+/// The WebSocket transport (calls and subscriptions).
+pub type WsTransport = jsonrpsee_ws_client::WsClient;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node refused the call with one of the API's errors (`docs/rpc.md`).
+    #[error("{0}")]
+    Api(ApiError),
+    /// Another JSON-RPC error (transport limits such as an oversized request or too many
+    /// subscriptions, or a node speaking another API version).
+    #[error("JSON-RPC error {code}: {message}")]
+    Rpc {
+        /// Its code.
+        code: i32,
+        /// Its message.
+        message: String,
+    },
+    /// The connection failed, timed out, or the answer did not parse.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A verified read's answer did not verify: the node lied or is broken.
+    #[error("verification failed: {0}")]
+    Verify(#[from] VerifyError),
+}
+
+impl From<RpcClientError> for ClientError {
+    fn from(error: RpcClientError) -> ClientError {
+        match error {
+            RpcClientError::Call(object) => match ApiError::from_error_object(&object) {
+                Some(api) => ClientError::Api(api),
+                None => ClientError::Rpc {
+                    code: object.code(),
+                    message: object.message().to_owned(),
+                },
+            },
+            other => ClientError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// Positional parameters.
+struct Positional(Vec<Value>);
+
+impl ToRpcParams for Positional {
+    fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
+        serde_json::value::to_raw_value(&self.0).map(Some)
+    }
+}
+
+fn arg<T: Serialize>(value: &T) -> Result<Value, ClientError> {
+    serde_json::to_value(value).map_err(|err| ClientError::Transport(err.to_string()))
+}
+
+/// A client of one node over one transport: [`HttpTransport`] or [`WsTransport`].
+#[derive(Debug)]
+pub struct Client<C> {
+    transport: C,
+}
+
+/// Bounds of a client connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Longest wait for one answer. Default 60 s; raise it above the `timeout_ms` of
+    /// `send_transaction_and_wait` calls.
+    pub request_timeout: Duration,
+    /// Largest request, bytes. Default 4 MiB.
+    pub request_bytes_max: u32,
+    /// Largest answer, bytes. Default 32 MiB.
+    pub response_bytes_max: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(60),
+            request_bytes_max: 4 << 20,
+            response_bytes_max: 32 << 20,
+        }
+    }
+}
+
+impl Client<HttpTransport> {
+    /// A client over HTTP (`http://127.0.0.1:30401`).
+    pub fn http(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let transport = jsonrpsee_http_client::HttpClientBuilder::default()
+            .request_timeout(config.request_timeout)
+            .max_request_size(config.request_bytes_max)
+            .max_response_size(config.response_bytes_max)
+            .build(url)?;
+        Ok(Client { transport })
+    }
+}
+
+impl Client<WsTransport> {
+    /// A client over WebSocket (`ws://127.0.0.1:30401`), which can also subscribe.
+    pub async fn ws(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let transport = jsonrpsee_ws_client::WsClientBuilder::default()
+            .request_timeout(config.request_timeout)
+            .max_request_size(config.request_bytes_max)
+            .max_response_size(config.response_bytes_max)
+            .build(url)
+            .await?;
+        Ok(Client { transport })
+    }
+}
+
+impl<C: ClientT + Sync> Client<C> {
+    /// The underlying jsonrpsee client, for calls this type does not wrap.
+    pub fn transport(&self) -> &C {
+        &self.transport
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<R, ClientError> {
+        Ok(self.transport.request(method, Positional(args)).await?)
+    }
+
+    /// `mesh_status`.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.call("mesh_status", vec![]).await
+    }
+
+    /// `mesh_sendTransaction`: the hash once the transaction is in the mempool.
+    pub async fn send_transaction(&self, tx: &SignedTransaction) -> Result<TxHash, ClientError> {
+        let hex = mesh_ledger::bytes::to_hex(&tx.encode());
+        self.call("mesh_sendTransaction", vec![Value::String(hex)])
+            .await
+    }
+
+    /// `mesh_sendTransactionAndWait`: the receipt once final.
+    pub async fn send_transaction_and_wait(
+        &self,
+        tx: &SignedTransaction,
+        timeout_ms: u64,
+    ) -> Result<Receipt, ClientError> {
+        let hex = mesh_ledger::bytes::to_hex(&tx.encode());
+        self.call(
+            "mesh_sendTransactionAndWait",
+            vec![Value::String(hex), Value::from(timeout_ms)],
+        )
+        .await
+    }
+
+    /// `mesh_getTransaction`.
+    pub async fn transaction(&self, hash: &TxHash) -> Result<TxInfo, ClientError> {
+        self.call("mesh_getTransaction", vec![arg(hash)?]).await
+    }
+
+    /// `mesh_getReceipt`: `None` until the transaction is final.
+    pub async fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, ClientError> {
+        self.call("mesh_getReceipt", vec![arg(hash)?]).await
+    }
+
+    /// `mesh_getBlock`.
+    pub async fn block(&self, at: BlockRef, full_txs: bool) -> Result<BlockInfo, ClientError> {
+        let at = match at {
+            BlockRef::Latest => Value::from("latest"),
+            BlockRef::Height(height) => Value::from(height),
+            BlockRef::Hash(hash) => arg(&hash)?,
+        };
+        self.call("mesh_getBlock", vec![at, Value::Bool(full_txs)])
+            .await
+    }
+
+    /// `mesh_getCertificate`: `None` for genesis.
+    pub async fn certificate(
+        &self,
+        height: u64,
+    ) -> Result<Option<FinalityRecordJson>, ClientError> {
+        self.call("mesh_getCertificate", vec![Value::from(height)])
+            .await
+    }
+
+    /// `mesh_getAccount`, unverified.
+    pub async fn account(
+        &self,
+        address: &Address,
+        options: ReadOptions,
+    ) -> Result<AccountInfo, ClientError> {
+        self.call("mesh_getAccount", vec![arg(address)?, arg(&options)?])
+            .await
+    }
+
+    /// `mesh_getValue`, unverified.
+    pub async fn value(
+        &self,
+        owner: &Address,
+        key: &[u8],
+        options: ReadOptions,
+    ) -> Result<ValueInfo, ClientError> {
+        let key = arg(&HexBytes(key.to_vec()))?;
+        self.call("mesh_getValue", vec![arg(owner)?, key, arg(&options)?])
+            .await
+    }
+
+    /// `mesh_getAccount` with a proof, checked against `anchor`: the proof against the header's
+    /// state root, the header against the trusted chain and validator set, and the finality
+    /// certificate's signatures. `height` `None` reads the newest finalized state.
+    pub async fn verified_account(
+        &self,
+        anchor: &TrustAnchor,
+        address: &Address,
+        height: Option<u64>,
+    ) -> Result<AccountInfo, ClientError> {
+        let info = self
+            .account(
+                address,
+                ReadOptions {
+                    height,
+                    prove: true,
+                },
+            )
+            .await?;
+        verify::verify_account(anchor, address, &info)?;
+        Ok(info)
+    }
+
+    /// `mesh_getValue` with a proof, checked like [`Client::verified_account`].
+    pub async fn verified_value(
+        &self,
+        anchor: &TrustAnchor,
+        owner: &Address,
+        key: &[u8],
+        height: Option<u64>,
+    ) -> Result<ValueInfo, ClientError> {
+        let info = self
+            .value(
+                owner,
+                key,
+                ReadOptions {
+                    height,
+                    prove: true,
+                },
+            )
+            .await?;
+        verify::verify_value(anchor, owner, key, &info)?;
+        Ok(info)
+    }
+
+    /// `mesh_listKeys`: one page; pass the page's `next_cursor` for the next.
+    pub async fn list_keys(
+        &self,
+        owner: &Address,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        limit: Option<u32>,
+    ) -> Result<KeysPage, ClientError> {
+        let cursor = match cursor {
+            Some(cursor) => arg(&HexBytes(cursor.to_vec()))?,
+            None => Value::Null,
+        };
+        self.call(
+            "mesh_listKeys",
+            vec![
+                arg(owner)?,
+                arg(&HexBytes(prefix.to_vec()))?,
+                cursor,
+                limit.map_or(Value::Null, Value::from),
+            ],
+        )
+        .await
+    }
+
+    /// `mesh_peers`.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        self.call("mesh_peers", vec![]).await
+    }
+
+    /// `mesh_validators`; `None` for the newest finalized height.
+    pub async fn validators(&self, height: Option<u64>) -> Result<ValidatorsInfo, ClientError> {
+        let height = height.map_or(Value::Null, Value::from);
+        self.call("mesh_validators", vec![height]).await
+    }
+
+    /// `mesh_mempool`.
+    pub async fn mempool(&self) -> Result<MempoolStats, ClientError> {
+        self.call("mesh_mempool", vec![]).await
+    }
+
+    /// `rpc_methods`.
+    pub async fn methods(&self) -> Result<MethodList, ClientError> {
+        self.call("rpc_methods", vec![]).await
+    }
+}
+
+impl<C: SubscriptionClientT + Sync> Client<C> {
+    /// `mesh_subscribeBlocks`: finalized headers, replayed from `from_height` first when given.
+    pub async fn subscribe_blocks(
+        &self,
+        from_height: Option<u64>,
+    ) -> Result<Subscription<BlockEvent>, ClientError> {
+        let options = arg(&SubscribeBlocksOptions { from_height })?;
+        Ok(self
+            .transport
+            .subscribe(
+                "mesh_subscribeBlocks",
+                Positional(vec![options]),
+                "mesh_unsubscribeBlocks",
+            )
+            .await?)
+    }
+
+    /// `mesh_subscribeTransaction`: status changes until final or dropped.
+    pub async fn subscribe_transaction(
+        &self,
+        hash: &TxHash,
+    ) -> Result<Subscription<TxEvent>, ClientError> {
+        Ok(self
+            .transport
+            .subscribe(
+                "mesh_subscribeTransaction",
+                Positional(vec![arg(hash)?]),
+                "mesh_unsubscribeTransaction",
+            )
+            .await?)
+    }
+
+    /// `mesh_subscribeAccount`: the account now, then after each block that changes it.
+    pub async fn subscribe_account(
+        &self,
+        address: &Address,
+    ) -> Result<Subscription<AccountEvent>, ClientError> {
+        Ok(self
+            .transport
+            .subscribe(
+                "mesh_subscribeAccount",
+                Positional(vec![arg(address)?]),
+                "mesh_unsubscribeAccount",
+            )
+            .await?)
+    }
+}

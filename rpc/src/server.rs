@@ -1,0 +1,271 @@
+//! The jsonrpsee server: one port for HTTP and WebSocket, explicit limits, CORS, `GET /livez`
+//! and `GET /readyz`, and every method of the API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee_server::{BatchRequestConfig, RpcModule, ServerBuilder, ServerConfig, ServerHandle};
+use serde::{Deserialize, Serialize};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::backend::Backend;
+use crate::health::HealthLayer;
+use crate::methods;
+
+/// Which browser origins may call the API (CORS). In TOML: `cors = "disabled"`,
+/// `cors = "any_origin"` or `cors = { origins = ["https://app.example"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorsPolicy {
+    /// No CORS headers: browsers on other origins are refused. The default.
+    #[default]
+    Disabled,
+    /// Any origin (`Access-Control-Allow-Origin: *`). For public read-only endpoints.
+    AnyOrigin,
+    /// Exactly these origins (`https://app.example`).
+    Origins(Vec<String>),
+}
+
+/// Every setting of the server, each a bound, with its default. The node maps its
+/// `config.toml` `[rpc]` section onto this (it is serde-deserializable with defaults for
+/// missing fields and unknown fields refused, so the node may also embed it whole).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcServerConfig {
+    /// Largest request body (HTTP) or message (WebSocket), bytes. Default 4 MiB: a transaction
+    /// of the ledger's 1 MiB ceiling is 2 MiB of hex.
+    pub request_body_bytes_max: u32,
+    /// Largest response body or message, bytes. Default 32 MiB: a full 8 MiB block with
+    /// `full_txs` is about 17 MiB of JSON. Larger answers fail with code -32008.
+    pub response_body_bytes_max: u32,
+    /// Most calls in one batch; 0 disables batches. Default 100. Larger batches are refused
+    /// whole with code -32010. (jsonrpsee's own default is unlimited.)
+    pub batch_len_max: u32,
+    /// Most simultaneous connections (HTTP and WebSocket together). Default 256.
+    pub connections_max: u32,
+    /// Most subscriptions one WebSocket connection may hold. Default 64; more fail with code
+    /// -32006.
+    pub subscriptions_per_connection_max: u32,
+    /// Messages buffered per WebSocket connection before sends wait. Default 1024.
+    pub connection_buffer_messages: u32,
+    /// Browser origins allowed. Default: none.
+    pub cors: CorsPolicy,
+    /// Largest transaction accepted, encoded bytes, checked before decoding. Default: the
+    /// ledger's ceiling (1 MiB); the node checks its chain's smaller `tx_bytes_max` too.
+    pub tx_bytes_max: u32,
+    /// `mesh_sendTransactionAndWait`: wait used when the call gives none, ms. Default 30 s.
+    pub wait_default_ms: u64,
+    /// `mesh_sendTransactionAndWait`: longest wait a call may ask for, ms. Default 120 s.
+    pub wait_max_ms: u64,
+    /// `mesh_listKeys`: page size when the call gives none. Default 100.
+    pub list_keys_default: u32,
+    /// `mesh_listKeys`: largest page. Default 1000.
+    pub list_keys_max: u32,
+    /// `mesh_subscribeBlocks`: most blocks replayed from `from_height`. Default 10,000.
+    pub replay_blocks_max: u64,
+    /// Headers asked of the backend at once (replay, finality links). Default 256.
+    pub headers_per_read: u64,
+    /// A subscriber that takes longer than this to accept one notification is slow: it gets a
+    /// `lagged` notice and its subscription closes. Default 10 s.
+    pub subscription_send_timeout_ms: u64,
+    /// `/readyz` `has_peers`: fewest peers to be ready. Default 1; 0 for a single-node chain.
+    pub ready_peers_min: u32,
+    /// `/readyz` `recent_block`: oldest newest-finalized block to be ready, ms. Default 60 s.
+    pub ready_block_age_max_ms: u64,
+}
+
+impl Default for RpcServerConfig {
+    fn default() -> Self {
+        RpcServerConfig {
+            request_body_bytes_max: 4 << 20,
+            response_body_bytes_max: 32 << 20,
+            batch_len_max: 100,
+            connections_max: 256,
+            subscriptions_per_connection_max: 64,
+            connection_buffer_messages: 1024,
+            cors: CorsPolicy::Disabled,
+            tx_bytes_max: mesh_ledger::limits::TX_BYTES_CEILING,
+            wait_default_ms: 30_000,
+            wait_max_ms: 120_000,
+            list_keys_default: 100,
+            list_keys_max: 1000,
+            replay_blocks_max: 10_000,
+            headers_per_read: 256,
+            subscription_send_timeout_ms: 10_000,
+            ready_peers_min: 1,
+            ready_block_age_max_ms: 60_000,
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is out of range.
+    #[error("invalid RPC config `{field}`: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A method name was registered twice (a bug in this crate).
+    #[error("cannot register methods: {0}")]
+    Register(String),
+}
+
+impl RpcServerConfig {
+    /// Checks the relations between settings.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let invalid = |field: &'static str, reason: &str| {
+            Err(StartError::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.request_body_bytes_max < 1024 {
+            return invalid("request_body_bytes_max", "must be at least 1024");
+        }
+        if u64::from(self.request_body_bytes_max) < 2 * u64::from(self.tx_bytes_max) {
+            return invalid(
+                "request_body_bytes_max",
+                "must hold the hex of the largest transaction (2 × tx_bytes_max)",
+            );
+        }
+        if self.response_body_bytes_max < 1024 {
+            return invalid("response_body_bytes_max", "must be at least 1024");
+        }
+        if self.connections_max == 0 {
+            return invalid("connections_max", "must be at least 1");
+        }
+        if self.connection_buffer_messages == 0 {
+            return invalid("connection_buffer_messages", "must be at least 1");
+        }
+        if self.list_keys_default == 0 || self.list_keys_default > self.list_keys_max {
+            return invalid("list_keys_default", "must be in 1..=list_keys_max");
+        }
+        if self.wait_default_ms > self.wait_max_ms {
+            return invalid("wait_default_ms", "must be at most wait_max_ms");
+        }
+        if self.headers_per_read == 0 {
+            return invalid("headers_per_read", "must be at least 1");
+        }
+        if self.subscription_send_timeout_ms == 0 {
+            return invalid("subscription_send_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn cors_layer(&self) -> Result<CorsLayer, StartError> {
+        use http::{header, HeaderValue, Method};
+        let base = CorsLayer::new()
+            .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+            .allow_headers([header::CONTENT_TYPE]);
+        Ok(match &self.cors {
+            // A layer with no allowed origin adds no allow headers: browsers refuse.
+            CorsPolicy::Disabled => CorsLayer::new(),
+            CorsPolicy::AnyOrigin => base.allow_origin(AllowOrigin::any()),
+            CorsPolicy::Origins(origins) => {
+                let values = origins
+                    .iter()
+                    .map(|origin| {
+                        HeaderValue::from_str(origin).map_err(|err| StartError::InvalidConfig {
+                            field: "cors",
+                            reason: format!("origin {origin:?}: {err}"),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                base.allow_origin(AllowOrigin::list(values))
+            }
+        })
+    }
+}
+
+/// A running server. Dropping it does not stop the server; call [`RpcServerHandle::stop`].
+#[derive(Debug, Clone)]
+pub struct RpcServerHandle {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+}
+
+impl RpcServerHandle {
+    /// The address the server listens on (with the real port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks the server to stop; open connections are closed. Idempotent.
+    pub fn stop(&self) {
+        // An error only says it was already stopped.
+        let _ = self.handle.stop();
+    }
+
+    /// Completes when the server has stopped.
+    pub async fn stopped(self) {
+        self.handle.stopped().await;
+    }
+}
+
+/// Starts the server on `addr` (use `127.0.0.1:0` for a free port) with `config`, answering
+/// from `backend`. Must be called within a tokio runtime; the server runs on it until stopped.
+pub async fn start<B: Backend>(
+    addr: SocketAddr,
+    config: RpcServerConfig,
+    backend: Arc<B>,
+) -> Result<RpcServerHandle, StartError> {
+    config.validate()?;
+    let cors = config.cors_layer()?;
+    let api = methods::Api::new(backend, config.clone());
+    let module =
+        methods::module(api.clone()).map_err(|err| StartError::Register(err.to_string()))?;
+    let batch = match config.batch_len_max {
+        0 => BatchRequestConfig::Disabled,
+        len => BatchRequestConfig::Limit(len),
+    };
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(config.request_body_bytes_max)
+        .max_response_body_size(config.response_body_bytes_max)
+        .max_connections(config.connections_max)
+        .max_subscriptions_per_connection(config.subscriptions_per_connection_max)
+        .set_batch_request_config(batch)
+        .set_message_buffer_capacity(config.connection_buffer_messages)
+        .build();
+    let http_middleware = tower::ServiceBuilder::new()
+        .layer(cors)
+        .layer(HealthLayer::new(api));
+    let server = ServerBuilder::with_config(server_config)
+        .set_http_middleware(http_middleware)
+        .build(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local_addr = server
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let handle = server.start(module);
+    tracing::info!(%local_addr, "JSON-RPC server listening (HTTP and WebSocket)");
+    Ok(RpcServerHandle { handle, local_addr })
+}
+
+/// The API as a jsonrpsee module, for embedding in another server or calling in-process.
+pub fn rpc_module<B: Backend>(
+    config: RpcServerConfig,
+    backend: Arc<B>,
+) -> Result<RpcModule<methods::Api<B>>, StartError> {
+    config.validate()?;
+    methods::module(methods::Api::new(backend, config))
+        .map_err(|err| StartError::Register(err.to_string()))
+}
+
+/// `Duration` of a millisecond setting.
+pub(crate) fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
