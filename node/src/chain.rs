@@ -21,6 +21,8 @@ use mesh_ledger::{
     ExecutedBlock, Genesis, Hash, SignedTransaction, TxHash,
 };
 
+use mesh_rpc::FinalizedEvent;
+
 use crate::wire::FinalityRecord;
 
 /// Most executed-but-not-final blocks kept. Simplex keeps at most a few views open; anything
@@ -59,6 +61,8 @@ pub struct Committed {
     pub tx_hashes: Vec<TxHash>,
     /// How many of its transactions failed (and only paid the fee).
     pub failed_txs: usize,
+    /// What subscribers learn: header, receipts, changed accounts.
+    pub event: Arc<FinalizedEvent>,
 }
 
 /// The chain: database, chain context and the speculative blocks above the head.
@@ -398,6 +402,7 @@ impl Chain {
         Ok(Committed {
             header,
             hash,
+            event: Arc::new(FinalizedEvent::from_executed(&executed)),
             tx_hashes: executed.tx_hashes,
             failed_txs,
         })

@@ -24,7 +24,8 @@ use mesh_consensus::{
     Block as ConsensusBlock, Consensus, FinalityCertificate, Height, Input, Message, Output,
     Rejection, SafetyState, View,
 };
-use mesh_ledger::{Address, BlockHeader, Hash, SignedTransaction, TxHash};
+use mesh_ledger::{Address, Hash, SignedTransaction, TxHash};
+use mesh_rpc::FinalizedEvent;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
@@ -88,10 +89,10 @@ pub enum NodeCommand {
         tx: Box<SignedTransaction>,
         reply: oneshot::Sender<Result<TxHash, MempoolError>>,
     },
-    /// Is this transaction pending in the mempool?
-    IsPending {
+    /// The transaction if it is pending in the mempool.
+    PendingTx {
         hash: TxHash,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Option<SignedTransaction>>,
     },
 }
 
@@ -114,14 +115,6 @@ pub struct NodeStatus {
     pub mempool_bytes: usize,
 }
 
-/// A block that was just finalized and committed.
-#[derive(Debug, Clone)]
-pub struct FinalizedBlock {
-    pub header: BlockHeader,
-    pub hash: Hash,
-    pub tx_hashes: Vec<TxHash>,
-}
-
 /// Why the driver stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -141,7 +134,8 @@ pub struct DriverChannels {
     pub events: mpsc::Receiver<NetworkEvent>,
     pub commands: mpsc::Receiver<NodeCommand>,
     pub status: watch::Sender<NodeStatus>,
-    pub finalized: broadcast::Sender<FinalizedBlock>,
+    /// Every committed block, in height order, sent after the commit is durable.
+    pub finalized: broadcast::Sender<Arc<FinalizedEvent>>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -700,11 +694,7 @@ impl Driver {
         self.sync.target = self.sync.target.max(height);
         self.update_gauges();
         // Nobody listening is fine: subscribers come and go.
-        let _ = self.channels.finalized.send(FinalizedBlock {
-            header: committed.header,
-            hash: committed.hash,
-            tx_hashes: committed.tx_hashes,
-        });
+        let _ = self.channels.finalized.send(committed.event);
         Ok(())
     }
 
@@ -860,8 +850,8 @@ impl Driver {
                 self.update_gauges();
                 let _ = reply.send(result.map(|admitted| admitted.hash()));
             }
-            NodeCommand::IsPending { hash, reply } => {
-                let _ = reply.send(self.mempool.contains(&hash));
+            NodeCommand::PendingTx { hash, reply } => {
+                let _ = reply.send(self.mempool.get(&hash).cloned());
             }
         }
     }

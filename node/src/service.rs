@@ -16,14 +16,14 @@ use tracing::info;
 use crate::chain::{Chain, ChainError};
 use crate::config::{Config, ConfigError};
 use crate::driver::{
-    self, Driver, DriverChannels, DriverConfig, DriverError, FinalizedBlock, NodeCommand,
-    NodeStatus,
+    self, Driver, DriverChannels, DriverConfig, DriverError, NodeCommand, NodeStatus,
 };
 use crate::home::Home;
 use crate::keys::{self, KeyError};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::{self, Metrics};
 use crate::network::{Keypair, Multiaddr, Network, NetworkConfig, NetworkError, NetworkHandle};
+use mesh_rpc::FinalizedEvent;
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,7 @@ pub fn driver_config(config: &Config) -> DriverConfig {
 pub struct NodeHandle {
     commands: mpsc::Sender<NodeCommand>,
     status: watch::Receiver<NodeStatus>,
-    finalized: broadcast::Sender<FinalizedBlock>,
+    finalized: broadcast::Sender<Arc<FinalizedEvent>>,
     store: Arc<Store>,
     network: NetworkHandle,
 }
@@ -140,11 +140,11 @@ impl NodeHandle {
         response.await.map_err(|_| NodeError::Stopped)
     }
 
-    /// Is the transaction waiting in the mempool?
-    pub async fn is_pending(&self, hash: TxHash) -> Result<bool, NodeError> {
+    /// The transaction, if it is waiting in the mempool.
+    pub async fn pending_tx(&self, hash: TxHash) -> Result<Option<SignedTransaction>, NodeError> {
         let (reply, response) = oneshot::channel();
         self.commands
-            .send(NodeCommand::IsPending { hash, reply })
+            .send(NodeCommand::PendingTx { hash, reply })
             .await
             .map_err(|_| NodeError::Stopped)?;
         response.await.map_err(|_| NodeError::Stopped)
@@ -161,7 +161,7 @@ impl NodeHandle {
     }
 
     /// Finalized blocks from now on.
-    pub fn subscribe_finalized(&self) -> broadcast::Receiver<FinalizedBlock> {
+    pub fn subscribe_finalized(&self) -> broadcast::Receiver<Arc<FinalizedEvent>> {
         self.finalized.subscribe()
     }
 
