@@ -208,7 +208,8 @@ impl Chain {
         Some(layers)
     }
 
-    fn parent_header(&self, parent: &Hash) -> Option<&BlockHeader> {
+    /// The header of the head or of an executed block above it.
+    pub fn parent_header(&self, parent: &Hash) -> Option<&BlockHeader> {
         if *parent == self.head_hash {
             Some(&self.head)
         } else {

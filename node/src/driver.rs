@@ -442,6 +442,10 @@ impl Driver {
                     };
                     if let Some(more) = self.verify(pending)? {
                         queue.extend(more);
+                        // A child proposal may have been waiting for this block.
+                        if !self.pending_verifications.is_empty() {
+                            queue.extend(self.retry_pending_verifications()?);
+                        }
                     }
                 }
                 Output::Finalize { block, certificate } => {
@@ -507,13 +511,10 @@ impl Driver {
     /// When the leader may build on `parent`: once the block interval since the parent's
     /// timestamp has passed (at once if the parent is unknown or old).
     fn build_time(&self, parent: &Hash) -> u64 {
-        let parent_time = if *parent == self.chain.head_hash() {
-            Some(self.chain.head().timestamp_ms)
-        } else {
-            None
-        };
-        let wait = parent_time.map_or(0, |t| {
-            t.saturating_add(self.config.block_interval_ms)
+        let wait = self.chain.parent_header(parent).map_or(0, |header| {
+            header
+                .timestamp_ms
+                .saturating_add(self.config.block_interval_ms)
                 .saturating_sub(wall_ms())
                 .min(self.config.block_interval_ms)
         });

@@ -152,3 +152,131 @@ async fn a_late_full_node_syncs_to_the_same_state() {
     full.stop().await.unwrap();
     stop_all(nodes).await;
 }
+
+/// Publishes on `topic` once some peer subscribes (bounded).
+async fn publish_when_possible(
+    net: &mesh_node::network::NetworkHandle,
+    topic: mesh_node::network::Topic,
+    data: Vec<u8>,
+) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match net.publish(topic, data.clone()).await {
+            Ok(_) => return,
+            Err(mesh_node::network::NetworkError::NoPeersForTopic { .. }) => {
+                assert!(Instant::now() < deadline, "no peer subscribed in time");
+                sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("publish failed: {err}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_garbage_peer_is_penalised_and_the_chain_goes_on() {
+    use mesh_consensus::{Message, SignedVote, View, Vote};
+    use mesh_node::network::{Keypair, Network, NetworkConfig, Topic};
+    use mesh_node::wire::{ConsensusEnvelope, TxGossip};
+
+    let testnet = Testnet::new(4);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_validators(&testnet, &dirs).await;
+    assert!(wait_height(&nodes[0], 2, LIMIT).await);
+
+    let mut config = NetworkConfig::new(CHAIN, Keypair::generate_ed25519());
+    config.listen_addr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    config.bootnodes = vec![nodes[0].p2p_address().unwrap()];
+    // Our own cap is higher than the nodes', so we can send what they must refuse.
+    config.max_message_bytes = 8 << 20;
+    tune_network(&mut config);
+    let (attacker, _events) = Network::start(config).await.unwrap();
+    let attacker_id = attacker.local_peer_id();
+
+    // 1. An oversized message (over the nodes' 4 MiB cap), first: once its score is low enough
+    //    the nodes stop listening to the attacker at all.
+    publish_when_possible(&attacker, Topic::Consensus, vec![0; 5 << 20]).await;
+    // 2. Bytes that are not a consensus message at all.
+    publish_when_possible(&attacker, Topic::Consensus, vec![0, 0xff, 0x13, 0x37]).await;
+    // 3. A vote in a validator's name with someone else's signature.
+    let forger = mesh_ledger::SecretKey::from_seed([77; 32]);
+    // A view the validators are in (or about to be), so the vote is not dropped as stale.
+    let view = View(nodes[0].handle().status().view + 1);
+    let forged = Vote::Nullify(view).sign(&forger, CHAIN);
+    let forged = SignedVote {
+        signer: testnet.validators[1].address(),
+        ..forged
+    };
+    let envelope = ConsensusEnvelope::V1 {
+        sender: testnet.validators[1].address(),
+        sequence: 1,
+        message: Message::Vote(forged),
+    };
+    publish_when_possible(&attacker, Topic::Consensus, envelope.encode()).await;
+    // 4. A kind from the future: ignored and counted, not penalised.
+    publish_when_possible(&attacker, Topic::Consensus, vec![9, 1, 2, 3]).await;
+    // 5. Transactions with a bad signature.
+    let mut bad_tx = mesh_ledger::Transaction {
+        chain_id: CHAIN.into(),
+        sender: testnet.account.address(),
+        nonce: 0,
+        fee: 10,
+        op: mesh_ledger::Op::Delete { key: b"k".to_vec() },
+    }
+    .sign(&forger);
+    bad_tx.tx.fee = 11;
+    publish_when_possible(
+        &attacker,
+        Topic::Transactions,
+        TxGossip::V1 { txs: vec![bad_tx] }.encode(),
+    )
+    .await;
+
+    // The chain goes on.
+    let height = nodes[0].handle().status().finalized_height;
+    for node in &nodes {
+        assert!(
+            wait_height(node, height + 3, LIMIT).await,
+            "finality continues"
+        );
+    }
+
+    // The refusals are counted by reason, and the attacker's gossip score went negative.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let text = scrape(nodes[0].metrics_addr).unwrap_or_default();
+        let has = |reason: &str| {
+            text.lines()
+                .any(|l| l.starts_with("mesh_rejected_messages_total") && l.contains(reason))
+        };
+        let peers = nodes[0].handle().network().peers().await.unwrap();
+        let score = peers
+            .iter()
+            .find(|p| p.peer_id == attacker_id)
+            .and_then(|p| p.gossip_score);
+        // It went to whichever nodes were in the attacker's gossip mesh.
+        let oversized: u64 = nodes
+            .iter()
+            .map(|n| n.handle().network().stats().snapshot().gossip_oversized)
+            .sum();
+        if has("reason=\"malformed\"")
+            && has("reason=\"invalid_signature\"")
+            && has("reason=\"unknown_kind\"")
+            && has("reason=\"invalid_tx\"")
+            && oversized > 0
+            && score.is_none_or(|s| s < 0.0)
+        {
+            break;
+        }
+        let rejected: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mesh_rejected_messages_total"))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "refusals not all counted: score {score:?}, oversized {oversized}, {rejected:?}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    attacker.shutdown().await.unwrap();
+    stop_all(nodes).await;
+}
