@@ -221,3 +221,61 @@ fn validators_survive_sigkill_and_restart_without_equivocating() {
         }
     }
 }
+
+/// `meshd run` refuses bad homes with a message naming the file and field, exit code ≠ 0.
+#[test]
+fn meshd_run_names_what_is_wrong_with_a_home() {
+    let root = tempfile::tempdir().unwrap();
+    let run = |home: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_meshd"))
+            .args(["run", "--home", home.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "must fail");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // No home at all.
+    let missing = run(&root.path().join("nowhere"));
+    assert!(missing.contains("config.toml"), "{missing}");
+
+    let dir = root.path().join("node");
+    let testnet = Testnet::new(1);
+    let config = test_config(free_port(), free_port(), Vec::new());
+    write_home(&dir, &testnet, Some(&testnet.validators[0]), &config);
+    let home = Home::new(&dir);
+
+    // A bad config value.
+    let good_config = std::fs::read_to_string(home.config()).unwrap();
+    std::fs::write(
+        home.config(),
+        good_config.replace("max_peers = 50", "max_peers = 0"),
+    )
+    .unwrap();
+    let bad_config = run(&dir);
+    assert!(bad_config.contains("p2p.max_peers"), "{bad_config}");
+    std::fs::write(
+        home.config(),
+        good_config.replace("block_interval_ms = 100", "block_interval_ms = 5000"),
+    )
+    .unwrap();
+    let bad_timing = run(&dir);
+    assert!(bad_timing.contains("consensus.view_timeout_ms"), "{bad_timing}");
+    std::fs::write(home.config(), &good_config).unwrap();
+
+    // A bad genesis field.
+    let good_genesis = std::fs::read_to_string(home.genesis()).unwrap();
+    std::fs::write(
+        home.genesis(),
+        good_genesis.replace("\"chain_id\"", "\"chain\""),
+    )
+    .unwrap();
+    let bad_genesis = run(&dir);
+    assert!(bad_genesis.contains("genesis.json"), "{bad_genesis}");
+    assert!(bad_genesis.contains("chain"), "{bad_genesis}");
+
+    // A corrupt validator key.
+    std::fs::write(home.genesis(), &good_genesis).unwrap();
+    std::fs::write(home.validator_key(), "{\"address\": 1}").unwrap();
+    let bad_key = run(&dir);
+    assert!(bad_key.contains("validator_key.json"), "{bad_key}");
+}
