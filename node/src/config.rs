@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use mesh_rpc::{CorsPolicy, RpcServerConfig, StartError};
 use serde::{Deserialize, Serialize};
 
 use crate::mempool::MempoolConfig;
@@ -67,18 +68,149 @@ impl Default for P2pConfig {
     }
 }
 
-/// JSON-RPC server.
+/// JSON-RPC server: where it listens and every bound it enforces (defaults from
+/// [`RpcServerConfig::default`]; `docs/rpc.md` "Limits" describes each).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcConfig {
     /// Address of the HTTP + WebSocket listener. Loopback by default: expose it deliberately.
     pub listen_addr: SocketAddr,
+    /// Largest request body (HTTP) or message (WebSocket), bytes.
+    pub request_body_bytes_max: u32,
+    /// Largest response body or message, bytes.
+    pub response_body_bytes_max: u32,
+    /// Most calls in one batch; 0 disables batches.
+    pub batch_len_max: u32,
+    /// Most simultaneous connections (HTTP and WebSocket together).
+    pub connections_max: u32,
+    /// Most subscriptions one WebSocket connection may hold.
+    pub subscriptions_per_connection_max: u32,
+    /// Messages buffered per WebSocket connection before sends wait.
+    pub connection_buffer_messages: u32,
+    /// Browser origins allowed: `"disabled"`, `"any_origin"` or `{ origins = [...] }`.
+    pub cors: CorsPolicy,
+    /// Largest transaction accepted by the API, encoded bytes, checked before decoding.
+    pub tx_bytes_max: u32,
+    /// `mesh_sendTransactionAndWait`: wait used when the call gives none, ms.
+    pub wait_default_ms: u64,
+    /// `mesh_sendTransactionAndWait`: longest wait a call may ask for, ms.
+    pub wait_max_ms: u64,
+    /// `mesh_listKeys`: page size when the call gives none.
+    pub list_keys_default: u32,
+    /// `mesh_listKeys`: largest page.
+    pub list_keys_max: u32,
+    /// `mesh_subscribeBlocks`: most blocks replayed from `from_height`.
+    pub replay_blocks_max: u64,
+    /// Headers read from the database at once (replay, finality links).
+    pub headers_per_read: u64,
+    /// A subscriber slower than this to take one notification is closed with `lagged`, ms.
+    pub subscription_send_timeout_ms: u64,
+    /// `/readyz`: fewest peers to be ready (0 for a single-node chain).
+    pub ready_peers_min: u32,
+    /// `/readyz`: oldest newest-finalized block to be ready, ms.
+    pub ready_block_age_max_ms: u64,
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
+        RpcConfig::from_server_config(
+            SocketAddr::from(([127, 0, 0, 1], DEFAULT_RPC_PORT)),
+            &RpcServerConfig::default(),
+        )
+    }
+}
+
+/// `(server setting, config key)` of every `[rpc]` limit, for error messages.
+const RPC_FIELDS: &[(&str, &str)] = &[
+    ("request_body_bytes_max", "rpc.request_body_bytes_max"),
+    ("response_body_bytes_max", "rpc.response_body_bytes_max"),
+    ("batch_len_max", "rpc.batch_len_max"),
+    ("connections_max", "rpc.connections_max"),
+    (
+        "subscriptions_per_connection_max",
+        "rpc.subscriptions_per_connection_max",
+    ),
+    (
+        "connection_buffer_messages",
+        "rpc.connection_buffer_messages",
+    ),
+    ("cors", "rpc.cors"),
+    ("tx_bytes_max", "rpc.tx_bytes_max"),
+    ("wait_default_ms", "rpc.wait_default_ms"),
+    ("wait_max_ms", "rpc.wait_max_ms"),
+    ("list_keys_default", "rpc.list_keys_default"),
+    ("list_keys_max", "rpc.list_keys_max"),
+    ("replay_blocks_max", "rpc.replay_blocks_max"),
+    ("headers_per_read", "rpc.headers_per_read"),
+    (
+        "subscription_send_timeout_ms",
+        "rpc.subscription_send_timeout_ms",
+    ),
+    ("ready_peers_min", "rpc.ready_peers_min"),
+    ("ready_block_age_max_ms", "rpc.ready_block_age_max_ms"),
+];
+
+impl RpcConfig {
+    /// The `[rpc]` section of a listen address and server settings.
+    pub fn from_server_config(listen_addr: SocketAddr, server: &RpcServerConfig) -> RpcConfig {
         RpcConfig {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_RPC_PORT)),
+            listen_addr,
+            request_body_bytes_max: server.request_body_bytes_max,
+            response_body_bytes_max: server.response_body_bytes_max,
+            batch_len_max: server.batch_len_max,
+            connections_max: server.connections_max,
+            subscriptions_per_connection_max: server.subscriptions_per_connection_max,
+            connection_buffer_messages: server.connection_buffer_messages,
+            cors: server.cors.clone(),
+            tx_bytes_max: server.tx_bytes_max,
+            wait_default_ms: server.wait_default_ms,
+            wait_max_ms: server.wait_max_ms,
+            list_keys_default: server.list_keys_default,
+            list_keys_max: server.list_keys_max,
+            replay_blocks_max: server.replay_blocks_max,
+            headers_per_read: server.headers_per_read,
+            subscription_send_timeout_ms: server.subscription_send_timeout_ms,
+            ready_peers_min: server.ready_peers_min,
+            ready_block_age_max_ms: server.ready_block_age_max_ms,
+        }
+    }
+
+    /// The server settings of this section (everything but `listen_addr`).
+    pub fn server_config(&self) -> RpcServerConfig {
+        RpcServerConfig {
+            request_body_bytes_max: self.request_body_bytes_max,
+            response_body_bytes_max: self.response_body_bytes_max,
+            batch_len_max: self.batch_len_max,
+            connections_max: self.connections_max,
+            subscriptions_per_connection_max: self.subscriptions_per_connection_max,
+            connection_buffer_messages: self.connection_buffer_messages,
+            cors: self.cors.clone(),
+            tx_bytes_max: self.tx_bytes_max,
+            wait_default_ms: self.wait_default_ms,
+            wait_max_ms: self.wait_max_ms,
+            list_keys_default: self.list_keys_default,
+            list_keys_max: self.list_keys_max,
+            replay_blocks_max: self.replay_blocks_max,
+            headers_per_read: self.headers_per_read,
+            subscription_send_timeout_ms: self.subscription_send_timeout_ms,
+            ready_peers_min: self.ready_peers_min,
+            ready_block_age_max_ms: self.ready_block_age_max_ms,
+        }
+    }
+
+    /// The TOML value of `cors`.
+    fn cors_toml(&self) -> String {
+        match &self.cors {
+            CorsPolicy::Disabled => "\"disabled\"".into(),
+            CorsPolicy::AnyOrigin => "\"any_origin\"".into(),
+            CorsPolicy::Origins(origins) => {
+                let list = origins
+                    .iter()
+                    .map(|origin| format!("{origin:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("{{ origins = [{list}] }}")
+            }
         }
     }
 }
@@ -261,6 +393,15 @@ impl Config {
         if consensus.block_interval_ms > 60_000 {
             return invalid("consensus.block_interval_ms", "must be at most 60000");
         }
+        if let Err(StartError::InvalidConfig { field, reason }) =
+            self.rpc.server_config().validate()
+        {
+            let field = RPC_FIELDS
+                .iter()
+                .find(|(name, _)| *name == field)
+                .map_or("rpc", |(_, key)| *key);
+            return invalid(field, &reason);
+        }
         Ok(())
     }
 
@@ -289,8 +430,43 @@ bootnodes = [{bootnodes}]
 max_peers = {max_peers}
 
 [rpc]
-# JSON-RPC over HTTP and WebSocket on one port. Loopback only unless you change it.
+# JSON-RPC over HTTP and WebSocket on one port (default {rpc_port}). Loopback only unless you
+# change it. Every limit below is enforced by the server; docs/rpc.md "Limits" has the details.
 listen_addr = "{rpc_listen}"
+# Largest request body (HTTP) or WebSocket message, bytes; at least 2 x tx_bytes_max.
+request_body_bytes_max = {rpc_request_max}
+# Largest response body or WebSocket message, bytes (larger answers fail with -32008).
+response_body_bytes_max = {rpc_response_max}
+# Most calls in one JSON-RPC batch; 0 disables batches. Longer batches are refused whole.
+batch_len_max = {rpc_batch_max}
+# Most simultaneous connections, HTTP and WebSocket together.
+connections_max = {rpc_connections_max}
+# Most subscriptions one WebSocket connection may hold.
+subscriptions_per_connection_max = {rpc_subscriptions_max}
+# Messages buffered per WebSocket connection before sends wait.
+connection_buffer_messages = {rpc_buffer}
+# Browser origins allowed (CORS): "disabled", "any_origin" or {{ origins = ["https://app.example"] }}.
+cors = {rpc_cors}
+# Largest transaction the API accepts, encoded bytes, checked before decoding (the chain's own
+# params.tx_bytes_max applies too).
+tx_bytes_max = {rpc_tx_max}
+# mesh_sendTransactionAndWait: wait when the call names none, and the longest it may ask (ms).
+wait_default_ms = {rpc_wait_default}
+wait_max_ms = {rpc_wait_max}
+# mesh_listKeys: page size when the call names none, and the largest page.
+list_keys_default = {rpc_keys_default}
+list_keys_max = {rpc_keys_max}
+# mesh_subscribeBlocks: most blocks replayed from from_height.
+replay_blocks_max = {rpc_replay_max}
+# Headers read from the database at once (replay, finality links of proofs).
+headers_per_read = {rpc_headers_per_read}
+# A subscriber slower than this to take one notification gets a "lagged" notice and is
+# closed (ms).
+subscription_send_timeout_ms = {rpc_send_timeout}
+# GET /readyz: fewest connected peers to be ready (0 for a single-node chain), and the oldest
+# newest-finalized block to be ready (ms).
+ready_peers_min = {rpc_ready_peers}
+ready_block_age_max_ms = {rpc_ready_age}
 
 [metrics]
 # Prometheus metrics at http://<listen_addr>/metrics. Loopback only unless you change it.
@@ -322,7 +498,25 @@ max_clock_drift_ms = {drift}
             p2p_port = DEFAULT_P2P_PORT,
             p2p_listen = self.p2p.listen_addr,
             max_peers = self.p2p.max_peers,
+            rpc_port = DEFAULT_RPC_PORT,
             rpc_listen = self.rpc.listen_addr,
+            rpc_request_max = self.rpc.request_body_bytes_max,
+            rpc_response_max = self.rpc.response_body_bytes_max,
+            rpc_batch_max = self.rpc.batch_len_max,
+            rpc_connections_max = self.rpc.connections_max,
+            rpc_subscriptions_max = self.rpc.subscriptions_per_connection_max,
+            rpc_buffer = self.rpc.connection_buffer_messages,
+            rpc_cors = self.rpc.cors_toml(),
+            rpc_tx_max = self.rpc.tx_bytes_max,
+            rpc_wait_default = self.rpc.wait_default_ms,
+            rpc_wait_max = self.rpc.wait_max_ms,
+            rpc_keys_default = self.rpc.list_keys_default,
+            rpc_keys_max = self.rpc.list_keys_max,
+            rpc_replay_max = self.rpc.replay_blocks_max,
+            rpc_headers_per_read = self.rpc.headers_per_read,
+            rpc_send_timeout = self.rpc.subscription_send_timeout_ms,
+            rpc_ready_peers = self.rpc.ready_peers_min,
+            rpc_ready_age = self.rpc.ready_block_age_max_ms,
             metrics_listen = self.metrics.listen_addr,
             max_txs = self.mempool.max_txs,
             max_bytes = self.mempool.max_bytes,

@@ -50,6 +50,8 @@ pub(crate) fn prepare(
         .consensus
         .view_timeout_max_ms
         .max(options.config.consensus.view_timeout_ms);
+    // One validator, no peers: `/readyz` must not wait for any.
+    options.config.rpc.ready_peers_min = 0;
     options.driver = driver_config(&options.config);
     Ok(options)
 }

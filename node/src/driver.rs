@@ -831,14 +831,16 @@ impl Driver {
     async fn on_command(&mut self, command: NodeCommand) {
         match command {
             NodeCommand::SubmitTx { tx, reply } => {
-                let account = self.chain.committed_account(&tx.tx.sender);
-                let result = match account {
-                    Ok(account) => self.mempool.insert(*tx.clone(), &account),
+                let account = match self.chain.committed_account(&tx.tx.sender) {
+                    Ok(account) => account,
                     Err(err) => {
+                        // Dropping the reply tells the caller the node could not answer,
+                        // never that the transaction was accepted.
                         error!(error = %err, "cannot read an account for admission");
-                        Ok(Admitted::Known(tx.hash()))
+                        return;
                     }
                 };
+                let result = self.mempool.insert(*tx.clone(), &account);
                 if let Ok(Admitted::New(_)) = result {
                     self.metrics.txs_submitted.inc();
                     self.tx_outbox.push(*tx);

@@ -18,5 +18,6 @@ pub mod logging;
 pub mod mempool;
 pub mod metrics;
 pub mod network;
+pub mod rpc_backend;
 pub mod service;
 pub mod wire;

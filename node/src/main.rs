@@ -11,6 +11,7 @@ use mesh_node::logging::{self, LogFormat};
 use mesh_node::service::{self, NodeOptions};
 
 mod dev;
+mod wallet;
 
 #[derive(Parser, Debug)]
 #[command(name = "meshd", version, about = "Mesh Ledger node")]
@@ -55,6 +56,21 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         block_interval_ms: u64,
     },
+    /// Sign and send transactions through a node's JSON-RPC API (`--rpc`, default
+    /// http://127.0.0.1:30401). Exit code 0 success, 1 error, 3 final but the operation failed.
+    Tx {
+        #[command(flatten)]
+        connection: wallet::Connection,
+        #[command(subcommand)]
+        command: wallet::TxCommand,
+    },
+    /// Read the chain through a node's JSON-RPC API (`--rpc`, default http://127.0.0.1:30401).
+    Query {
+        #[command(flatten)]
+        connection: wallet::Connection,
+        #[command(subcommand)]
+        command: wallet::QueryCommand,
+    },
     /// Manage key files.
     Keys {
         #[command(subcommand)]
@@ -82,6 +98,17 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    let cli = match cli.command {
+        Command::Tx {
+            connection,
+            command,
+        } => return wallet::run_tx(connection, command),
+        Command::Query {
+            connection,
+            command,
+        } => return wallet::run_query(connection, command),
+        command => Cli { command, ..cli },
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -151,6 +178,9 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", key.address());
             Ok(())
         }
+        Command::Tx { .. } | Command::Query { .. } => {
+            Err("wallet commands are handled before this point".into())
+        }
     }
 }
 
@@ -167,6 +197,7 @@ pub(crate) fn run_node(options: NodeOptions) -> Result<(), String> {
         if let Some(addr) = node.p2p_address() {
             eprintln!("p2p address: {addr}");
         }
+        eprintln!("rpc address: http://{}", node.rpc_addr());
         let outcome = tokio::select! {
             result = node.stopped() => Some(result),
             signal = shutdown_signal() => {

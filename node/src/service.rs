@@ -23,7 +23,8 @@ use crate::keys::{self, KeyError};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::{self, Metrics};
 use crate::network::{Keypair, Multiaddr, Network, NetworkConfig, NetworkError, NetworkHandle};
-use mesh_rpc::FinalizedEvent;
+use crate::rpc_backend::NodeBackend;
+use mesh_rpc::{FinalizedEvent, RpcServerHandle, StartError};
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The JSON-RPC server did not start (bind failure or invalid `[rpc]` setting).
+    #[error("cannot start the JSON-RPC server: {0}")]
+    Rpc(#[from] StartError),
     #[error("the node stopped")]
     Stopped,
 }
@@ -186,6 +190,7 @@ pub struct RunningNode {
     pub p2p_addrs: Vec<Multiaddr>,
     /// Address the metrics endpoint is bound to.
     pub metrics_addr: SocketAddr,
+    rpc: RpcServerHandle,
 }
 
 impl RunningNode {
@@ -194,13 +199,23 @@ impl RunningNode {
         &self.handle
     }
 
+    /// Address the JSON-RPC server (HTTP and WebSocket) is bound to, with the real port when
+    /// `rpc.listen_addr` named port 0.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc.local_addr()
+    }
+
     /// The dialable p2p address with `/p2p/<peer id>` appended.
     pub fn p2p_address(&self) -> Option<Multiaddr> {
         let peer_id = self.handle.network.local_peer_id();
-        self.p2p_addrs
-            .first()
-            .cloned()
-            .map(|addr| addr.with(libp2p::multiaddr::Protocol::P2p(peer_id)))
+        // The listener reports its addresses with `/p2p/<id>` already; add it only if missing.
+        self.p2p_addrs.first().cloned().map(|addr| {
+            if crate::network::peer_id_of(&addr).is_some() {
+                addr
+            } else {
+                addr.with(libp2p::multiaddr::Protocol::P2p(peer_id))
+            }
+        })
     }
 
     /// Waits until the driver stops on its own (a fatal error) — for `meshd run`, raced
@@ -215,6 +230,9 @@ impl RunningNode {
     /// Stops cleanly: the driver finishes the step it is in (a commit completes), then the
     /// network closes and the database is released.
     pub async fn stop(self) -> Result<(), NodeError> {
+        // API first: no new request reaches a node that is going away.
+        self.rpc.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.rpc.clone().stopped()).await;
         let _ = self.shutdown.send(true);
         let result = match self.driver.await {
             Ok(result) => result.map_err(NodeError::from),
@@ -241,7 +259,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         path: home.genesis().display().to_string(),
         reason: err.to_string(),
     })?;
-    let validators = genesis.validator_set().map_err(|err| NodeError::Genesis {
+    let validator_set = genesis.validator_set().map_err(|err| NodeError::Genesis {
         path: home.genesis().display().to_string(),
         reason: err.to_string(),
     })?;
@@ -256,9 +274,12 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     let chain = tokio::task::block_in_place(|| Chain::open(Arc::clone(&store), &genesis))?;
 
     let key = validator_key.unwrap_or_else(keys::generate_secret);
-    let is_validator = validators.power_of(&key.address()) > 0;
-    let mut consensus_config =
-        mesh_consensus::Config::new(genesis.chain_id.clone(), validators, chain.genesis_hash());
+    let is_validator = validator_set.power_of(&key.address()) > 0;
+    let mut consensus_config = mesh_consensus::Config::new(
+        genesis.chain_id.clone(),
+        validator_set.clone(),
+        chain.genesis_hash(),
+    );
     consensus_config.timeouts = Timeouts {
         view_timeout_base_ms: config.consensus.view_timeout_ms,
         view_timeout_max_ms: config.consensus.view_timeout_max_ms,
@@ -323,6 +344,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
             source,
         })?;
 
+    let mempool_max = (config.mempool.max_txs, config.mempool.max_bytes);
     let mempool = Mempool::new(
         (&config.mempool).into(),
         genesis.chain_id.clone(),
@@ -380,11 +402,30 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         },
     );
     let driver = tokio::spawn(driver.run());
+    let backend = NodeBackend::new(handle.clone(), validator_set, mempool_max.0, mempool_max.1);
+    let rpc = match mesh_rpc::start(
+        config.rpc.listen_addr,
+        config.rpc.server_config(),
+        Arc::new(backend),
+    )
+    .await
+    {
+        Ok(rpc) => rpc,
+        Err(err) => {
+            // Undo the start: the driver finishes its step, the network closes.
+            let _ = shutdown.send(true);
+            let _ = driver.await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle.network.shutdown()).await;
+            return Err(NodeError::Rpc(err));
+        }
+    };
+    info!(rpc = %rpc.local_addr(), "JSON-RPC server started");
     Ok(RunningNode {
         handle,
         shutdown,
         driver,
         p2p_addrs,
         metrics_addr,
+        rpc,
     })
 }

@@ -67,7 +67,8 @@ pub fn test_config(p2p_port: u16, metrics_port: u16, bootnodes: Vec<String>) -> 
     config.p2p.listen_addr = format!("/ip4/127.0.0.1/tcp/{p2p_port}");
     config.p2p.bootnodes = bootnodes;
     config.metrics.listen_addr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    config.rpc.listen_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Port 0: the server binds a free port and reports it (no bind-and-release race).
+    config.rpc.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.consensus.block_interval_ms = 100;
     config.consensus.view_timeout_ms = 1_500;
     config.consensus.view_timeout_max_ms = 6_000;

@@ -1,0 +1,358 @@
+//! The node behind the JSON-RPC API: [`mesh_rpc::Backend`] over a [`NodeHandle`].
+//!
+//! Reads go to RocksDB on tokio's blocking pool (`spawn_blocking`), never on the async workers;
+//! submissions and pending-transaction look-ups go through the driver's command mailbox. Every
+//! failure becomes an [`ApiError`] — storage failures are `internal`, a stopped node is
+//! `unavailable` — and nothing here panics on what a client sends.
+
+use std::sync::Arc;
+
+use mesh_ledger::state::StateError;
+use mesh_ledger::storage::{Store, StoreError};
+use mesh_ledger::{
+    Account, Address, Block, BlockHeader, Receipt, SignedTransaction, TxHash, ValidatorSet,
+};
+use mesh_rpc::types::{MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus};
+use mesh_rpc::{
+    ApiError, Backend, BlockRef, FinalityRecord, FinalizedEvent, KeyValue, StateRead, TxLookup,
+};
+use tokio::sync::broadcast;
+
+use crate::mempool::MempoolError;
+use crate::service::{NodeError, NodeHandle};
+use crate::wire;
+
+/// The `version` `mesh_status` reports.
+pub const NODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The node as the API sees it.
+#[derive(Debug, Clone)]
+pub struct NodeBackend {
+    handle: NodeHandle,
+    validators: ValidatorSet,
+    version: String,
+    mempool_max_txs: u64,
+    mempool_max_bytes: u64,
+}
+
+impl NodeBackend {
+    /// A backend over a running node. `validators` is the chain's validator set (the genesis
+    /// set: the set does not change); `mempool_max_*` are the mempool's capacities, reported by
+    /// `mesh_mempool`.
+    pub fn new(
+        handle: NodeHandle,
+        validators: ValidatorSet,
+        mempool_max_txs: usize,
+        mempool_max_bytes: usize,
+    ) -> NodeBackend {
+        NodeBackend {
+            handle,
+            validators,
+            version: NODE_VERSION.to_owned(),
+            mempool_max_txs: u64::try_from(mempool_max_txs).unwrap_or(u64::MAX),
+            mempool_max_bytes: u64::try_from(mempool_max_bytes).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Runs a storage read on the blocking pool.
+    async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(self.handle.store());
+        match tokio::task::spawn_blocking(move || read(&store)).await {
+            Ok(result) => result.map_err(store_error),
+            Err(err) => Err(ApiError::internal(format!("storage read failed: {err}"))),
+        }
+    }
+}
+
+/// A storage error as the API reports it.
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::State(StateError::HeightNotRetained {
+            height,
+            oldest,
+            newest,
+        }) => ApiError::HeightNotRetained {
+            height,
+            oldest,
+            newest,
+        },
+        other => ApiError::internal(other),
+    }
+}
+
+/// The node stopped or is stopping.
+fn node_error(err: NodeError) -> ApiError {
+    match err {
+        NodeError::Stopped => ApiError::Unavailable {
+            detail: "the node is shutting down".into(),
+        },
+        other => ApiError::internal(other),
+    }
+}
+
+/// A mempool rejection as the API reports it (`docs/rpc.md`, "Errors").
+pub fn mempool_error(err: MempoolError) -> ApiError {
+    match err {
+        MempoolError::Invalid(err) => ApiError::from(err),
+        MempoolError::NonceTooLow { expected, got } => ApiError::NonceTooLow {
+            expected_nonce: expected,
+            got,
+        },
+        MempoolError::NonceTooHigh { expected, got, max } => ApiError::NonceTooHigh {
+            expected_nonce: expected,
+            got,
+            max_nonce: max,
+        },
+        MempoolError::InsufficientBalance { balance, fee } => {
+            ApiError::InsufficientBalance { balance, fee }
+        }
+        MempoolError::NonceAlreadyPending { nonce, pending_fee } => {
+            ApiError::NonceAlreadyPending { nonce, pending_fee }
+        }
+        MempoolError::Full { fee, lowest } => ApiError::MempoolFull {
+            fee,
+            lowest_fee: lowest,
+        },
+    }
+}
+
+fn saturating_u64(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+impl Backend for NodeBackend {
+    async fn status(&self) -> Result<NodeStatus, ApiError> {
+        let status = self.handle.status();
+        Ok(NodeStatus {
+            chain_id: status.chain_id,
+            node_id: status.peer_id,
+            version: self.version.clone(),
+            role: if status.validator.is_some() {
+                NodeRole::Validator
+            } else {
+                NodeRole::FullNode
+            },
+            validator_address: status.validator,
+            finalized_height: status.finalized_height,
+            finalized_hash: status.finalized_hash,
+            finalized_time_ms: status.finalized_time_ms,
+            retained_from_height: 0,
+            syncing: status.syncing,
+            peer_count: u32::try_from(status.peers).unwrap_or(u32::MAX),
+        })
+    }
+
+    async fn submit(&self, tx: SignedTransaction) -> Result<TxHash, ApiError> {
+        let hash = tx.hash();
+        // Already final: the same bytes again are answered with the same hash, and never
+        // reach the nonce check (which would call them `nonce_too_low`).
+        if self
+            .read(move |store| store.tx_location(&hash))
+            .await?
+            .is_some()
+        {
+            return Ok(hash);
+        }
+        match self.handle.submit(tx).await.map_err(node_error)? {
+            Ok(admitted) => Ok(admitted),
+            Err(err @ MempoolError::NonceTooLow { .. }) => {
+                // It may have become final between the look-up and the admission.
+                if self
+                    .read(move |store| store.tx_location(&hash))
+                    .await?
+                    .is_some()
+                {
+                    Ok(hash)
+                } else {
+                    Err(mempool_error(err))
+                }
+            }
+            Err(err) => Err(mempool_error(err)),
+        }
+    }
+
+    async fn transaction(&self, hash: TxHash) -> Result<Option<TxLookup>, ApiError> {
+        let final_lookup = move |store: &Store| -> Result<Option<TxLookup>, StoreError> {
+            let Some(location) = store.tx_location(&hash)? else {
+                return Ok(None);
+            };
+            let block = store.block(location.height)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "transaction {hash} is indexed at height {} but the block is missing",
+                    location.height
+                ))
+            })?;
+            let index = usize::try_from(location.index).unwrap_or(usize::MAX);
+            let transaction = block.txs.get(index).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "transaction {hash} is indexed at {}:{} past the block's end",
+                    location.height, location.index
+                ))
+            })?;
+            Ok(Some(TxLookup {
+                transaction,
+                status: TxStatus::Final {
+                    height: location.height,
+                    index: location.index,
+                },
+            }))
+        };
+        if let Some(found) = self.read(final_lookup).await? {
+            return Ok(Some(found));
+        }
+        if let Some(transaction) = self.handle.pending_tx(hash).await.map_err(node_error)? {
+            return Ok(Some(TxLookup {
+                transaction,
+                status: TxStatus::Pending,
+            }));
+        }
+        // It may have been committed (and left the mempool) between the two look-ups.
+        self.read(final_lookup).await
+    }
+
+    async fn receipt(&self, hash: TxHash) -> Result<Option<Receipt>, ApiError> {
+        self.read(move |store| store.receipt(&hash)).await
+    }
+
+    async fn block(&self, at: BlockRef) -> Result<Option<Block>, ApiError> {
+        self.read(move |store| {
+            let height = match at {
+                BlockRef::Latest => store.latest_height()?,
+                BlockRef::Height(height) => Some(height),
+                BlockRef::Hash(hash) => store.height_of(&hash)?,
+            };
+            match height {
+                Some(height) => store.block(height),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn headers(&self, from: u64, to: u64) -> Result<Vec<BlockHeader>, ApiError> {
+        self.read(move |store| {
+            let mut headers = Vec::new();
+            let mut height = from;
+            while height <= to {
+                match store.header(height)? {
+                    Some(header) => headers.push(header),
+                    None => break,
+                }
+                height = match height.checked_add(1) {
+                    Some(next) => next,
+                    None => break,
+                };
+            }
+            Ok(headers)
+        })
+        .await
+    }
+
+    async fn finality(&self, height: u64) -> Result<Option<FinalityRecord>, ApiError> {
+        let bytes = self.read(move |store| store.certificate(height)).await?;
+        let Some(bytes) = bytes.filter(|bytes| !bytes.is_empty()) else {
+            return Ok(None);
+        };
+        let record = wire::FinalityRecord::decode(&bytes).map_err(|err| {
+            ApiError::internal(format!("stored finality record of height {height}: {err}"))
+        })?;
+        Ok(Some(FinalityRecord {
+            header: *record.header(),
+            certificate: record.certificate().clone(),
+        }))
+    }
+
+    async fn account(
+        &self,
+        address: Address,
+        height: u64,
+        prove: bool,
+    ) -> Result<StateRead<Account>, ApiError> {
+        let (value, proof) = self
+            .read(move |store| store.account_at(&address, height))
+            .await?;
+        Ok(StateRead {
+            value,
+            proof: prove.then_some(proof),
+        })
+    }
+
+    async fn value(
+        &self,
+        owner: Address,
+        key: Vec<u8>,
+        height: u64,
+        prove: bool,
+    ) -> Result<StateRead<Vec<u8>>, ApiError> {
+        let (value, proof) = self
+            .read(move |store| store.value_at(&owner, &key, height))
+            .await?;
+        Ok(StateRead {
+            value,
+            proof: prove.then_some(proof),
+        })
+    }
+
+    async fn keys(
+        &self,
+        owner: Address,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, ApiError> {
+        self.read(move |store| store.keys(&owner, &prefix, start_after.as_deref(), limit))
+            .await
+    }
+
+    async fn validators(&self, height: u64) -> Result<ValidatorSet, ApiError> {
+        // The set is fixed at genesis; check the header agrees, so a future change of the set
+        // is reported instead of answered wrongly.
+        let header = self.read(move |store| store.header(height)).await?;
+        match header {
+            Some(header) if header.validator_set_hash != self.validators.hash() => {
+                Err(ApiError::internal(format!(
+                    "the header at height {height} names a validator set this node does not know"
+                )))
+            }
+            _ => Ok(self.validators.clone()),
+        }
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
+        let peers = self
+            .handle
+            .network()
+            .peers()
+            .await
+            .map_err(|err| ApiError::Unavailable {
+                detail: format!("network: {err}"),
+            })?;
+        Ok(peers
+            .into_iter()
+            .map(|peer| PeerInfo {
+                peer_id: peer.peer_id.to_string(),
+                address: peer.address.to_string(),
+                // The network layer does not record which side dialled.
+                inbound: false,
+            })
+            .collect())
+    }
+
+    async fn mempool(&self) -> Result<MempoolStats, ApiError> {
+        let status = self.handle.status();
+        Ok(MempoolStats {
+            count: saturating_u64(status.mempool_txs),
+            bytes: saturating_u64(status.mempool_bytes),
+            max_count: self.mempool_max_txs,
+            max_bytes: self.mempool_max_bytes,
+        })
+    }
+
+    fn subscribe_finalized(&self) -> broadcast::Receiver<Arc<FinalizedEvent>> {
+        self.handle.subscribe_finalized()
+    }
+}

@@ -1,0 +1,595 @@
+//! The JSON-RPC API served by real in-process nodes (RocksDB, consensus, libp2p on loopback),
+//! through the typed client: submissions and their idempotence, receipts, verified reads,
+//! the documented error codes, and a node that keeps finalizing after malformed input.
+//! RPC listens on port 0; every wait is bounded and every node is stopped.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use mesh_ledger::{Op, ReceiptStatus, SecretKey, SignedTransaction, Transaction};
+use mesh_node::service::{self, RunningNode};
+use mesh_rpc::types::{NodeRole, ReadOptions, TxStatus};
+use mesh_rpc::{ApiError, BlockRef, Client, ClientConfig, ClientError, HttpTransport, TrustAnchor};
+use tokio::time::{sleep, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn start_validator(
+    testnet: &Testnet,
+    dir: &std::path::Path,
+    key: &SecretKey,
+    bootnodes: Vec<String>,
+) -> RunningNode {
+    let mut config = test_config(0, 0, bootnodes);
+    config.rpc.listen_addr = "127.0.0.1:0".parse().unwrap();
+    service::start(options(dir, testnet, Some(key), config))
+        .await
+        .expect("node starts")
+}
+
+fn client(node: &RunningNode) -> Client<HttpTransport> {
+    Client::http(
+        &format!("http://{}", node.rpc_addr()),
+        &ClientConfig::default(),
+    )
+    .unwrap()
+}
+
+async fn wait_rpc_height(client: &Client<HttpTransport>, height: u64) -> u64 {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let status = client.status().await.expect("mesh_status answers");
+        if status.finalized_height >= height {
+            return status.finalized_height;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "height {height} within {LIMIT:?}"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn transfer(
+    testnet: &Testnet,
+    nonce: u64,
+    to: mesh_ledger::Address,
+    amount: u64,
+) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN.into(),
+        sender: testnet.account.address(),
+        nonce,
+        fee: 10,
+        op: Op::Transfer { to, amount },
+    }
+    .sign(&testnet.account)
+}
+
+fn anchor(testnet: &Testnet) -> TrustAnchor {
+    TrustAnchor {
+        chain_id: testnet.genesis.chain_id.clone(),
+        validators: testnet.genesis.validator_set().unwrap(),
+    }
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> ApiError {
+    match result {
+        Err(ClientError::Api(err)) => err,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// A raw JSON-RPC POST (for inputs the typed client cannot produce); the parsed answer.
+async fn post(addr: SocketAddr, body: String) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (_, json) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        serde_json::from_str(json.trim()).unwrap_or_else(|err| panic!("{err}: {answer}"))
+    })
+    .await
+    .unwrap()
+}
+
+fn call(method: &str, params: serde_json::Value) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_validator_serves_submissions_receipts_and_verified_reads() {
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_validator(&testnet, dir.path(), &testnet.validators[0], vec![]).await;
+    assert_ne!(node.rpc_addr().port(), 0, "the real port is reported");
+    assert!(node.rpc_addr().ip().is_loopback());
+    let rpc = client(&node);
+
+    wait_rpc_height(&rpc, 2).await;
+    let status = rpc.status().await.unwrap();
+    assert_eq!(status.chain_id, CHAIN);
+    assert_eq!(status.role, NodeRole::Validator);
+    assert_eq!(
+        status.validator_address,
+        Some(testnet.validators[0].address())
+    );
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+
+    // Submit, then the same bytes again while pending: the same hash.
+    let recipient = SecretKey::from_seed([77; 32]).address();
+    let tx = transfer(&testnet, 0, recipient, 12_345);
+    let hash = rpc.send_transaction(&tx).await.unwrap();
+    assert_eq!(hash, tx.hash());
+    assert_eq!(rpc.send_transaction(&tx).await.unwrap(), hash);
+
+    // Final: the receipt, the transaction, the block that holds it, its certificate.
+    let receipt = rpc.send_transaction_and_wait(&tx, 30_000).await.unwrap();
+    assert_eq!(receipt.tx_hash, hash);
+    assert_eq!(receipt.status, ReceiptStatus::Success);
+    assert_eq!(rpc.receipt(&hash).await.unwrap(), Some(receipt.clone()));
+    let info = rpc.transaction(&hash).await.unwrap();
+    assert_eq!(
+        info.status,
+        TxStatus::Final {
+            height: receipt.height,
+            index: receipt.index
+        }
+    );
+    assert_eq!(info.transaction, Some(tx.clone()));
+    let block = rpc
+        .block(BlockRef::Height(receipt.height), true)
+        .await
+        .unwrap();
+    assert!(block.tx_hashes.contains(&hash));
+    assert_eq!(block.transactions.unwrap()[receipt.index as usize], tx);
+    let by_hash = rpc.block(BlockRef::Hash(block.hash), false).await.unwrap();
+    assert_eq!(by_hash.header, block.header);
+    let record = rpc.certificate(receipt.height).await.unwrap().unwrap();
+    assert!(record.certificate.height >= receipt.height);
+    assert_eq!(rpc.certificate(0).await.unwrap(), None, "genesis has none");
+
+    // Idempotent after finality too: same hash, and waiting again gives the same receipt.
+    assert_eq!(rpc.send_transaction(&tx).await.unwrap(), hash);
+    assert_eq!(
+        rpc.send_transaction_and_wait(&tx, 5_000).await.unwrap(),
+        receipt
+    );
+    // Executed once: the balance moved once, the nonce advanced once.
+    let anchor = anchor(&testnet);
+    let account = rpc
+        .verified_account(&anchor, &recipient, None)
+        .await
+        .unwrap();
+    assert!(account.exists);
+    assert_eq!(account.balance, 12_345);
+    let sender = rpc
+        .verified_account(&anchor, &testnet.account.address(), Some(receipt.height))
+        .await
+        .unwrap();
+    assert_eq!(sender.nonce, 1);
+    assert_eq!(sender.balance, 1_000_000_000 - 12_345 - 10);
+    // Absence is proven too.
+    let nobody = SecretKey::from_seed([78; 32]).address();
+    let absent = rpc.verified_account(&anchor, &nobody, None).await.unwrap();
+    assert!(!absent.exists);
+    // Against another chain's validators, the same honest answer does not verify.
+    let stranger = Testnet::new(2);
+    let wrong_anchor = TrustAnchor {
+        chain_id: CHAIN.into(),
+        validators: stranger.genesis.validator_set().unwrap(),
+    };
+    assert!(matches!(
+        rpc.verified_account(&wrong_anchor, &recipient, None).await,
+        Err(ClientError::Verify(_))
+    ));
+
+    // The key-value repository: put, then a verified read and a page of keys.
+    let put = Transaction {
+        chain_id: CHAIN.into(),
+        sender: testnet.account.address(),
+        nonce: 1,
+        fee: 10,
+        op: Op::Put {
+            key: b"greeting".to_vec(),
+            value: b"hello".to_vec(),
+        },
+    }
+    .sign(&testnet.account);
+    let put_receipt = rpc.send_transaction_and_wait(&put, 30_000).await.unwrap();
+    assert_eq!(put_receipt.status, ReceiptStatus::Success);
+    let owner = testnet.account.address();
+    let value = rpc
+        .verified_value(&anchor, &owner, b"greeting", None)
+        .await
+        .unwrap();
+    assert_eq!(value.value.unwrap().0, b"hello");
+    let page = rpc.list_keys(&owner, b"gree", None, None).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].key.0, b"greeting");
+    assert_eq!(page.next_cursor, None);
+
+    // Height out of range, unknown block.
+    let tip = rpc.status().await.unwrap().finalized_height;
+    let err = api_error(
+        rpc.account(
+            &recipient,
+            ReadOptions {
+                height: Some(tip + 1_000),
+                prove: false,
+            },
+        )
+        .await,
+    );
+    assert_eq!(err.code(), mesh_rpc::error::HEIGHT_NOT_RETAINED);
+    let err = api_error(rpc.block(BlockRef::Height(tip + 1_000), false).await);
+    assert_eq!(err.code(), mesh_rpc::error::UNKNOWN_BLOCK);
+
+    // The rest of the surface answers.
+    let validators = rpc.validators(None).await.unwrap();
+    assert_eq!(validators.validators.len(), 1);
+    let mempool = rpc.mempool().await.unwrap();
+    assert!(mempool.max_count > 0);
+    assert!(rpc.peers().await.unwrap().is_empty());
+    assert!(rpc
+        .methods()
+        .await
+        .unwrap()
+        .methods
+        .contains(&"mesh_getAccount".to_owned()));
+
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejections_carry_documented_codes_and_the_node_keeps_finalizing() {
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_validator(&testnet, dir.path(), &testnet.validators[0], vec![]).await;
+    let rpc = client(&node);
+    let addr = node.rpc_addr();
+    wait_rpc_height(&rpc, 1).await;
+    let recipient = SecretKey::from_seed([5; 32]).address();
+
+    // Final first, so there is something to replay.
+    let first = transfer(&testnet, 0, recipient, 1);
+    rpc.send_transaction_and_wait(&first, 30_000).await.unwrap();
+
+    // Bad signature.
+    // Signed, then changed: the signature no longer covers the body.
+    let mut forged = transfer(&testnet, 1, recipient, 2);
+    forged.tx.fee = 11;
+    let err = api_error(rpc.send_transaction(&forged).await);
+    assert_eq!(err, ApiError::InvalidSignature);
+    assert_eq!(err.code(), mesh_rpc::error::INVALID_SIGNATURE);
+
+    // Wrong chain.
+    let foreign = Transaction {
+        chain_id: "another-chain".into(),
+        ..transfer(&testnet, 1, recipient, 2).tx
+    }
+    .sign(&testnet.account);
+    let err = api_error(rpc.send_transaction(&foreign).await);
+    assert!(matches!(err, ApiError::WrongChain { .. }), "{err:?}");
+    assert_eq!(err.code(), mesh_rpc::error::WRONG_CHAIN);
+
+    // A used nonce with other bytes: nonce_too_low, naming the expected nonce.
+    let replay = transfer(&testnet, 0, recipient, 999);
+    let err = api_error(rpc.send_transaction(&replay).await);
+    assert_eq!(
+        err,
+        ApiError::NonceTooLow {
+            expected_nonce: 1,
+            got: 0
+        }
+    );
+    assert_eq!(err.code(), mesh_rpc::error::NONCE_TOO_LOW);
+
+    // Far-future nonce.
+    let err = api_error(
+        rpc.send_transaction(&transfer(&testnet, 10_000, recipient, 1))
+            .await,
+    );
+    assert!(matches!(err, ApiError::NonceTooHigh { .. }), "{err:?}");
+
+    // Same nonce as a pending one, same fee: nonce_already_pending.
+    let pending = transfer(&testnet, 5, recipient, 1);
+    rpc.send_transaction(&pending).await.unwrap();
+    let err = api_error(
+        rpc.send_transaction(&transfer(&testnet, 5, recipient, 2))
+            .await,
+    );
+    assert!(
+        matches!(err, ApiError::NonceAlreadyPending { nonce: 5, .. }),
+        "{err:?}"
+    );
+
+    // An unfunded sender cannot pay the fee.
+    let pauper = SecretKey::from_seed([6; 32]);
+    let broke = Transaction {
+        chain_id: CHAIN.into(),
+        sender: pauper.address(),
+        nonce: 0,
+        fee: 10,
+        op: Op::Transfer {
+            to: recipient,
+            amount: 1,
+        },
+    }
+    .sign(&pauper);
+    let err = api_error(rpc.send_transaction(&broke).await);
+    assert_eq!(
+        err,
+        ApiError::InsufficientBalance {
+            balance: 0,
+            fee: 10
+        }
+    );
+
+    // Fee below the chain's minimum.
+    let cheap = Transaction {
+        fee: 0,
+        ..transfer(&testnet, 1, recipient, 1).tx
+    }
+    .sign(&testnet.account);
+    let err = api_error(rpc.send_transaction(&cheap).await);
+    assert!(matches!(err, ApiError::FeeTooLow { fee: 0, .. }), "{err:?}");
+
+    // Malformed input on the wire: truncated transaction, invalid hex, wrong type, unknown
+    // method, invalid JSON.
+    let encoded = mesh_ledger::bytes::to_hex(&first.encode());
+    let truncated = &encoded[..encoded.len() - 10];
+    let answer = post(
+        addr,
+        call("mesh_sendTransaction", serde_json::json!([truncated])),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert_eq!(answer["error"]["data"]["param"], "tx", "{answer}");
+    let answer = post(
+        addr,
+        call("mesh_sendTransaction", serde_json::json!(["0xzz"])),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    let answer = post(addr, call("mesh_getAccount", serde_json::json!([42]))).await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    let answer = post(addr, call("mesh_noSuchMethod", serde_json::json!([]))).await;
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+    let answer = post(addr, "{not json".to_owned()).await;
+    assert_eq!(answer["error"]["code"], -32700, "{answer}");
+
+    // The node still answers and still finalizes, and the first transfer executed once.
+    let before = rpc.status().await.unwrap().finalized_height;
+    wait_rpc_height(&rpc, before + 3).await;
+    let account = rpc
+        .account(&recipient, ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(account.balance, 1);
+    assert_eq!(rpc.send_transaction(&first).await.unwrap(), first.hash());
+
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_validators_a_transfer_sent_to_one_is_proven_by_another() {
+    let testnet = Testnet::new(4);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for (i, key) in testnet.validators.iter().enumerate() {
+        let bootnodes = nodes
+            .first()
+            .and_then(|n| n.p2p_address())
+            .map(|a| vec![a.to_string()])
+            .unwrap_or_default();
+        nodes.push(start_validator(&testnet, dirs[i].path(), key, bootnodes).await);
+    }
+    let first = client(&nodes[0]);
+    let last = client(&nodes[3]);
+    wait_rpc_height(&first, 2).await;
+    wait_rpc_height(&last, 2).await;
+
+    let recipient = SecretKey::from_seed([91; 32]).address();
+    let tx = transfer(&testnet, 0, recipient, 4_242);
+    let hash = first.send_transaction(&tx).await.unwrap();
+    // Wait on another node: it learns of the transaction by gossip or in a block.
+    let deadline = Instant::now() + LIMIT;
+    let receipt = loop {
+        if let Some(receipt) = last.receipt(&hash).await.unwrap() {
+            break receipt;
+        }
+        assert!(Instant::now() < deadline, "the transfer is final on node 3");
+        sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(receipt.status, ReceiptStatus::Success);
+    // Resubmitted to a node that only saw it in a block: same hash.
+    assert_eq!(last.send_transaction(&tx).await.unwrap(), hash);
+    let account = last
+        .verified_account(&anchor(&testnet), &recipient, None)
+        .await
+        .unwrap();
+    assert_eq!(account.balance, 4_242);
+    let certificate = last.certificate(receipt.height).await.unwrap().unwrap();
+    assert!(certificate.certificate.signatures.len() >= 3);
+
+    for node in nodes {
+        node.stop().await.expect("clean stop");
+    }
+}
+
+/// The next notification of a subscription, within 20 s.
+macro_rules! next_event {
+    ($subscription:expr) => {
+        tokio::time::timeout(Duration::from_secs(20), $subscription.next())
+            .await
+            .expect("a notification within 20 s")
+            .expect("the subscription is open")
+            .expect("the notification parses")
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriptions_replay_resume_and_follow_the_real_chain() {
+    use mesh_rpc::types::{AccountEvent, BlockEvent, TxEvent};
+
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_validator(&testnet, dir.path(), &testnet.validators[0], vec![]).await;
+    let rpc = client(&node);
+    wait_rpc_height(&rpc, 3).await;
+    let ws = Client::ws(
+        &format!("ws://{}", node.rpc_addr()),
+        &ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+
+    // From height 1: the replay, then live blocks, each once and in order.
+    let mut blocks = ws.subscribe_blocks(Some(1)).await.unwrap();
+    let mut expected = 1;
+    while expected <= 6 {
+        match next_event!(blocks) {
+            BlockEvent::Block { height, header, .. } => {
+                assert_eq!(height, expected);
+                assert_eq!(header.height, expected);
+                expected += 1;
+            }
+            BlockEvent::Lagged { .. } => panic!("lagged"),
+        }
+    }
+    // Gone for a while, back from the last height seen plus one: no gap, no repeat.
+    drop(blocks);
+    wait_rpc_height(&rpc, expected + 3).await;
+    let mut blocks = ws.subscribe_blocks(Some(expected)).await.unwrap();
+    let until = expected + 6;
+    while expected <= until {
+        match next_event!(blocks) {
+            BlockEvent::Block { height, .. } => {
+                assert_eq!(height, expected);
+                expected += 1;
+            }
+            BlockEvent::Lagged { .. } => panic!("lagged"),
+        }
+    }
+
+    // An account and a transaction, followed until the transfer is final.
+    let recipient = SecretKey::from_seed([55; 32]).address();
+    let mut account = ws.subscribe_account(&recipient).await.unwrap();
+    match next_event!(account) {
+        AccountEvent::Account { exists, .. } => assert!(!exists),
+        other => panic!("{other:?}"),
+    }
+    let tx = transfer(&testnet, 0, recipient, 321);
+    let mut status = ws.subscribe_transaction(&tx.hash()).await.unwrap();
+    rpc.send_transaction(&tx).await.unwrap();
+    let receipt = loop {
+        match next_event!(status) {
+            TxEvent::Status {
+                status: TxStatus::Final { .. },
+                receipt,
+                ..
+            } => break receipt.expect("a final status carries its receipt"),
+            TxEvent::Status { .. } => {}
+            TxEvent::Lagged { .. } => panic!("lagged"),
+        }
+    };
+    assert_eq!(receipt.tx_hash, tx.hash());
+    match next_event!(account) {
+        AccountEvent::Account {
+            exists,
+            balance,
+            height,
+            ..
+        } => {
+            assert!(exists);
+            assert_eq!(balance, 321);
+            assert_eq!(height, receipt.height);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    node.stop().await.expect("clean stop");
+}
+
+#[test]
+fn the_rpc_section_of_config_toml_maps_onto_the_server_and_is_checked() {
+    use mesh_node::config::Config;
+    use mesh_rpc::{CorsPolicy, RpcServerConfig};
+
+    // Defaults are the server's defaults.
+    let config = Config::default();
+    assert_eq!(config.rpc.server_config(), RpcServerConfig::default());
+    assert_eq!(config.rpc.listen_addr.to_string(), "127.0.0.1:30401");
+
+    let text = r#"
+[rpc]
+listen_addr = "127.0.0.1:0"
+batch_len_max = 7
+connections_max = 9
+cors = { origins = ["https://app.example"] }
+ready_peers_min = 0
+"#;
+    let config = Config::parse(text, "config.toml").unwrap();
+    let server = config.rpc.server_config();
+    assert_eq!(server.batch_len_max, 7);
+    assert_eq!(server.connections_max, 9);
+    assert_eq!(server.ready_peers_min, 0);
+    assert_eq!(
+        server.cors,
+        CorsPolicy::Origins(vec!["https://app.example".into()])
+    );
+    assert_eq!(
+        server.wait_max_ms,
+        RpcServerConfig::default().wait_max_ms,
+        "unnamed settings keep their defaults"
+    );
+    // The documented file round-trips, non-default values included.
+    assert_eq!(
+        Config::parse(&config.to_documented_toml(), "generated").unwrap(),
+        config
+    );
+    let mut any = Config::default();
+    any.rpc.cors = CorsPolicy::AnyOrigin;
+    assert_eq!(
+        Config::parse(&any.to_documented_toml(), "generated").unwrap(),
+        any
+    );
+    // Every server setting is written, with a comment.
+    let documented = Config::default().to_documented_toml();
+    let server = serde_json::to_value(RpcServerConfig::default()).unwrap();
+    for key in server.as_object().unwrap().keys() {
+        assert!(
+            documented.contains(&format!("\n{key} = ")),
+            "{key} missing from the documented config"
+        );
+    }
+
+    let err = |toml: &str| Config::parse(toml, "config.toml").unwrap_err().to_string();
+    assert!(err("[rpc]\nsurprise = 1").contains("surprise"));
+    assert!(err("[rpc]\nbatch_len_max = \"many\"").contains("batch_len_max"));
+    let message = err("[rpc]\nwait_default_ms = 500000");
+    assert!(message.contains("rpc.wait_default_ms"), "{message}");
+    let message = err("[rpc]\nrequest_body_bytes_max = 2000");
+    assert!(message.contains("rpc.request_body_bytes_max"), "{message}");
+    assert!(err("[rpc]\ncors = \"everyone\"").contains("cors"));
+}
