@@ -259,7 +259,10 @@ fn meshd_run_names_what_is_wrong_with_a_home() {
     )
     .unwrap();
     let bad_timing = run(&dir);
-    assert!(bad_timing.contains("consensus.view_timeout_ms"), "{bad_timing}");
+    assert!(
+        bad_timing.contains("consensus.view_timeout_ms"),
+        "{bad_timing}"
+    );
     std::fs::write(home.config(), &good_config).unwrap();
 
     // A bad genesis field.
