@@ -25,7 +25,7 @@ use mesh_consensus::{
     Rejection, SafetyState, View,
 };
 use mesh_ledger::{Address, Hash, SignedTransaction, TxHash};
-use mesh_rpc::FinalizedEvent;
+use mesh_rpc::{DroppedTx, FinalizedEvent};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
@@ -136,6 +136,8 @@ pub struct DriverChannels {
     pub status: watch::Sender<NodeStatus>,
     /// Every committed block, in height order, sent after the commit is durable.
     pub finalized: broadcast::Sender<Arc<FinalizedEvent>>,
+    /// Transactions that left the mempool without being included.
+    pub dropped: broadcast::Sender<Arc<DroppedTx>>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -693,6 +695,7 @@ impl Driver {
                 chain.committed_account(address).unwrap_or_default()
             });
         self.sync.target = self.sync.target.max(height);
+        self.report_dropped();
         self.update_gauges();
         // Nobody listening is fine: subscribers come and go.
         let _ = self.channels.finalized.send(committed.event);
@@ -817,6 +820,7 @@ impl Driver {
             }
         }
         self.metrics.txs_submitted.inc_by(new);
+        self.report_dropped();
         self.update_gauges();
         if invalid {
             self.metrics.reject("tx", "invalid_tx");
@@ -850,6 +854,7 @@ impl Driver {
                         self.tx_flush_at = Some(Instant::now() + self.config.tx_gossip_delay);
                     }
                 }
+                self.report_dropped();
                 self.update_gauges();
                 let _ = reply.send(result.map(|admitted| admitted.hash()));
             }
@@ -1082,6 +1087,18 @@ impl Driver {
     }
 
     // ---------------------------------------------------------------- status
+
+    /// Tells subscribers about transactions the mempool let go without including them.
+    fn report_dropped(&mut self) {
+        for (hash, reason) in self.mempool.take_dropped() {
+            debug!(tx = %hash, reason, "transaction dropped from the mempool");
+            // Nobody listening is fine.
+            let _ = self.channels.dropped.send(Arc::new(DroppedTx {
+                hash,
+                detail: reason.to_owned(),
+            }));
+        }
+    }
 
     fn update_gauges(&mut self) {
         let head = self.chain.head().height;

@@ -104,7 +104,20 @@ pub struct Mempool {
     arrivals: u64,
     seen: HashSet<TxHash>,
     seen_order: VecDeque<TxHash>,
+    /// Transactions that left without being included, and why, until taken.
+    dropped: Vec<(TxHash, &'static str)>,
 }
+
+/// Most drop reports kept until [`Mempool::take_dropped`] collects them.
+const DROPPED_REPORTS_MAX: usize = 100_000;
+
+/// Why a pending transaction left the pool without being included.
+pub const DROP_REPLACED: &str = "replaced by a transaction with the same nonce and a higher fee";
+/// See [`DROP_REPLACED`].
+pub const DROP_EVICTED: &str = "evicted: the mempool was full and higher fees arrived";
+/// See [`DROP_REPLACED`].
+pub const DROP_STALE: &str =
+    "can no longer execute after a block: its nonce was used, it is too far ahead, or the balance no longer covers the fee";
 
 impl Mempool {
     /// An empty pool for `chain_id` under `params`.
@@ -120,6 +133,7 @@ impl Mempool {
             arrivals: 0,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            dropped: Vec::new(),
         }
     }
 
@@ -278,7 +292,7 @@ impl Mempool {
                     pending_fee,
                 });
             }
-            self.remove(&pending_hash);
+            self.drop_tx(&pending_hash, DROP_REPLACED);
         }
         self.make_room(encoded_len, tx.fee, &sender, tx.nonce)?;
         self.arrivals += 1;
@@ -340,8 +354,21 @@ impl Mempool {
             .map(|nonces| nonces.range(nonce..).map(|(_, h)| *h).collect())
             .unwrap_or_default();
         for hash in doomed {
-            self.remove(&hash);
+            self.drop_tx(&hash, DROP_EVICTED);
         }
+    }
+
+    fn drop_tx(&mut self, hash: &TxHash, reason: &'static str) {
+        if self.remove(hash).is_some() && self.dropped.len() < DROPPED_REPORTS_MAX {
+            self.dropped.push((*hash, reason));
+        }
+    }
+
+    /// Transactions that left the pool without being included since the last call, with the
+    /// reason (replaced, evicted, or stale after a block), so clients waiting on them can be
+    /// told rather than time out.
+    pub fn take_dropped(&mut self) -> Vec<(TxHash, &'static str)> {
+        std::mem::take(&mut self.dropped)
     }
 
     fn remove(&mut self, hash: &TxHash) -> Option<SignedTransaction> {
@@ -452,7 +479,7 @@ impl Mempool {
                 })
                 .unwrap_or_default();
             for hash in stale {
-                self.remove(&hash);
+                self.drop_tx(&hash, DROP_STALE);
             }
         }
     }

@@ -14,7 +14,8 @@ use mesh_ledger::{
 };
 use mesh_rpc::types::{MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus};
 use mesh_rpc::{
-    ApiError, Backend, BlockRef, FinalityRecord, FinalizedEvent, KeyValue, StateRead, TxLookup,
+    ApiError, Backend, BlockRef, DroppedTx, FinalityRecord, FinalizedEvent, KeyValue, StateRead,
+    TxLookup,
 };
 use tokio::sync::broadcast;
 
@@ -354,5 +355,9 @@ impl Backend for NodeBackend {
 
     fn subscribe_finalized(&self) -> broadcast::Receiver<Arc<FinalizedEvent>> {
         self.handle.subscribe_finalized()
+    }
+
+    fn subscribe_dropped(&self) -> Option<broadcast::Receiver<Arc<DroppedTx>>> {
+        Some(self.handle.subscribe_dropped())
     }
 }

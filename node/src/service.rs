@@ -24,7 +24,7 @@ use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::{self, Metrics};
 use crate::network::{Keypair, Multiaddr, Network, NetworkConfig, NetworkError, NetworkHandle};
 use crate::rpc_backend::NodeBackend;
-use mesh_rpc::{FinalizedEvent, RpcServerHandle, StartError};
+use mesh_rpc::{DroppedTx, FinalizedEvent, RpcServerHandle, StartError};
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,7 @@ pub struct NodeHandle {
     commands: mpsc::Sender<NodeCommand>,
     status: watch::Receiver<NodeStatus>,
     finalized: broadcast::Sender<Arc<FinalizedEvent>>,
+    dropped: broadcast::Sender<Arc<DroppedTx>>,
     store: Arc<Store>,
     network: NetworkHandle,
 }
@@ -162,6 +163,11 @@ impl NodeHandle {
     /// A receiver of status changes.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
+    }
+
+    /// Transactions dropped from the mempool without being included, from now on.
+    pub fn subscribe_dropped(&self) -> broadcast::Receiver<Arc<DroppedTx>> {
+        self.dropped.subscribe()
     }
 
     /// Finalized blocks from now on.
@@ -367,10 +373,12 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     };
     let (status_tx, status) = watch::channel(initial);
     let (finalized_tx, _) = broadcast::channel(1024);
+    let (dropped_tx, _) = broadcast::channel(4096);
     let handle = NodeHandle {
         commands: commands_tx,
         status,
         finalized: finalized_tx.clone(),
+        dropped: dropped_tx.clone(),
         store: Arc::clone(&store),
         network: network.clone(),
     };
@@ -398,6 +406,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
             commands,
             status: status_tx,
             finalized: finalized_tx,
+            dropped: dropped_tx,
             shutdown: shutdown_rx,
         },
     );

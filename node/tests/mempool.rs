@@ -271,3 +271,41 @@ fn committed_blocks_remove_and_recheck() {
     assert_eq!(pool.len(), 2);
     assert!(pool.recently_seen(&included[0]));
 }
+
+#[test]
+fn every_transaction_that_leaves_unincluded_is_reported_once() {
+    use mesh_node::mempool::{DROP_EVICTED, DROP_REPLACED, DROP_STALE};
+    let mut pool = pool(MempoolConfig {
+        max_txs: 2,
+        ..MempoolConfig::default()
+    });
+    let low = tx(1, 0, 5);
+    let bumped = tx(1, 0, 6);
+    pool.insert(low.clone(), &rich()).unwrap();
+    pool.insert(bumped.clone(), &rich()).unwrap();
+    assert_eq!(pool.take_dropped(), vec![(low.hash(), DROP_REPLACED)]);
+    assert!(pool.take_dropped().is_empty(), "reported once");
+
+    // Full (2 txs): a higher fee evicts the lowest.
+    let cheap = tx(2, 0, 1);
+    pool.insert(cheap.clone(), &rich()).unwrap();
+    pool.insert(tx(3, 0, 50), &rich()).unwrap();
+    assert_eq!(pool.take_dropped(), vec![(cheap.hash(), DROP_EVICTED)]);
+
+    // A block used sender 1's nonce 0 with another transaction: the pending one is stale.
+    pool.on_block_committed(&[], |address| {
+        if *address == key(1).address() {
+            Account {
+                balance: 1_000_000,
+                nonce: 1,
+            }
+        } else {
+            rich()
+        }
+    });
+    assert_eq!(pool.take_dropped(), vec![(bumped.hash(), DROP_STALE)]);
+    // Included transactions are not "dropped".
+    let included = tx(3, 0, 50).hash();
+    pool.on_block_committed(&[included], |_| rich());
+    assert!(pool.take_dropped().is_empty());
+}
