@@ -55,6 +55,12 @@ enum Command {
         /// Milliseconds between blocks.
         #[arg(long, default_value_t = 200)]
         block_interval_ms: u64,
+        /// JSON-RPC listen address (default 127.0.0.1:30401; port 0 picks a free port).
+        #[arg(long)]
+        rpc_addr: Option<std::net::SocketAddr>,
+        /// Metrics listen address (default 127.0.0.1:30402).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Sign and send transactions through a node's JSON-RPC API (`--rpc`, default
     /// http://127.0.0.1:30401). Exit code 0 success, 1 error, 3 final but the operation failed.
@@ -128,8 +134,16 @@ fn run(cli: Cli) -> Result<(), String> {
             home,
             accounts,
             block_interval_ms,
+            rpc_addr,
+            metrics_addr,
         } => {
-            let options = dev::prepare(home, accounts, block_interval_ms)?;
+            let mut options = dev::prepare(home, accounts, block_interval_ms)?;
+            if let Some(addr) = rpc_addr {
+                options.config.rpc.listen_addr = addr;
+            }
+            if let Some(addr) = metrics_addr {
+                options.config.metrics.listen_addr = addr;
+            }
             run_node(options)
         }
         Command::Init {

@@ -282,3 +282,63 @@ fn meshd_run_names_what_is_wrong_with_a_home() {
     let bad_key = run(&dir);
     assert!(bad_key.contains("validator_key.json"), "{bad_key}");
 }
+
+/// `meshd dev`: funded accounts printed and written, blocks at once, clean stop, and the same
+/// home continues the same chain.
+#[test]
+fn meshd_dev_runs_a_chain_with_funded_accounts_and_resumes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("dev");
+    let metrics_port = free_port();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_meshd"))
+            .args([
+                "dev",
+                "--home",
+                home.to_str().unwrap(),
+                "--accounts",
+                "3",
+                "--block-interval-ms",
+                "50",
+                "--rpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut node = Proc {
+        home: home.clone(),
+        metrics: format!("127.0.0.1:{metrics_port}").parse().unwrap(),
+        child: Some(spawn()),
+    };
+    assert!(wait_until(LIMIT, || node.height().is_some_and(|h| h >= 3)));
+    for i in 0..3 {
+        let key = keys::read_key(&home.join(format!("accounts/account-{i}.json"))).unwrap();
+        let genesis = mesh_ledger::Genesis::load(&Home::new(&home).genesis()).unwrap();
+        assert!(genesis.balances.iter().any(|b| b.address == key.address()));
+    }
+    let mut child = node.child.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    node.child = Some(child);
+    assert!(node.terminate(), "clean exit on SIGTERM");
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    assert_eq!(printed.matches("secret 0x").count(), 3, "{printed}");
+
+    let before = Store::open(&Home::new(&home).data())
+        .unwrap()
+        .latest_height()
+        .unwrap()
+        .unwrap();
+    node.child = Some(spawn());
+    assert!(
+        wait_until(LIMIT, || node.height().is_some_and(|h| h > before)),
+        "the same home continues the same chain"
+    );
+    assert!(node.terminate());
+}
