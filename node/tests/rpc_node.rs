@@ -593,3 +593,55 @@ ready_peers_min = 0
     assert!(message.contains("rpc.request_body_bytes_max"), "{message}");
     assert!(err("[rpc]\ncors = \"everyone\"").contains("cors"));
 }
+
+/// A client waiting for a transaction that the mempool lets go (here: replaced by a higher
+/// fee) is told so, with the reason, instead of waiting for its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_learns_that_its_transaction_was_replaced() {
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_validator(&testnet, dir.path(), &testnet.validators[0], vec![]).await;
+    let rpc = client(&node);
+    wait_rpc_height(&rpc, 1).await;
+
+    // Nonce 5 while the account is at 0: it waits in the mempool for nonces 0..=4.
+    let recipient = SecretKey::from_seed([42; 32]).address();
+    let waiting = transfer(&testnet, 5, recipient, 1);
+    let waiting_hash = waiting.hash();
+    let waiter = {
+        let rpc = client(&node);
+        tokio::spawn(async move { rpc.send_transaction_and_wait(&waiting, 30_000).await })
+    };
+    // Let the wait begin, then replace it with a higher fee.
+    let deadline = Instant::now() + LIMIT;
+    while !matches!(
+        rpc.transaction(&waiting_hash).await.map(|info| info.status),
+        Ok(TxStatus::Pending)
+    ) {
+        assert!(Instant::now() < deadline, "the transaction becomes pending");
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(Duration::from_millis(200)).await;
+    let replacement = Transaction {
+        chain_id: CHAIN.into(),
+        sender: testnet.account.address(),
+        nonce: 5,
+        fee: 20,
+        op: Op::Transfer {
+            to: recipient,
+            amount: 1,
+        },
+    }
+    .sign(&testnet.account);
+    rpc.send_transaction(&replacement).await.unwrap();
+
+    let outcome = tokio::time::timeout(LIMIT, waiter).await.unwrap().unwrap();
+    match outcome {
+        Err(ClientError::Api(ApiError::TransactionDropped { hash, detail })) => {
+            assert_eq!(hash, waiting_hash);
+            assert!(detail.contains("replaced"), "{detail}");
+        }
+        other => panic!("expected a drop notice, got {other:?}"),
+    }
+    node.stop().await.unwrap();
+}
