@@ -77,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: wallet::QueryCommand,
     },
+    /// A local multi-node network of real `meshd run` processes on loopback: `up`, `status`,
+    /// `down`, `kill`, `restart` (see docs/testnet.md).
+    Testnet {
+        #[command(subcommand)]
+        command: mesh_testnet::TestnetCommand,
+    },
     /// Manage key files.
     Keys {
         #[command(subcommand)]
@@ -191,6 +197,11 @@ fn run(cli: Cli) -> Result<(), String> {
             let key = keys::read_key(&key).map_err(|err| err.to_string())?;
             println!("{}", key.address());
             Ok(())
+        }
+        Command::Testnet { command } => {
+            let meshd = std::env::current_exe()
+                .map_err(|err| format!("cannot find the meshd executable: {err}"))?;
+            mesh_testnet::run(command, &meshd).map_err(|err| err.to_string())
         }
         Command::Tx { .. } | Command::Query { .. } => {
             Err("wallet commands are handled before this point".into())

@@ -280,3 +280,121 @@ async fn a_garbage_peer_is_penalised_and_the_chain_goes_on() {
     attacker.shutdown().await.unwrap();
     stop_all(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lying_sync_peer_is_passed_over_and_sync_completes_from_honest_ones() {
+    use mesh_node::network::{Keypair, Network, NetworkConfig, NetworkEvent};
+    use mesh_node::wire::{SyncRequest, SyncResponse};
+
+    let testnet = Testnet::new(4);
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_validators(&testnet, &dirs[..4]).await;
+    assert!(wait_height(&nodes[0], 10, LIMIT).await);
+
+    // A peer that claims a far higher chain and answers every block request with garbage
+    // or with blocks that do not match their headers.
+    let mut config = NetworkConfig::new(CHAIN, Keypair::generate_ed25519());
+    config.listen_addr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    tune_network(&mut config);
+    let (liar, mut liar_events) = Network::start(config).await.unwrap();
+    let liar_addr = liar.listen_addrs().await.unwrap().remove(0);
+    let liar_addr = if mesh_node::network::peer_id_of(&liar_addr).is_some() {
+        liar_addr
+    } else {
+        liar_addr.with(libp2p::multiaddr::Protocol::P2p(liar.local_peer_id()))
+    };
+    let honest_blocks = nodes[0]
+        .handle()
+        .store()
+        .block(1)
+        .unwrap()
+        .unwrap()
+        .encode();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let liar_task = {
+        let liar = liar.clone();
+        let asked = std::sync::Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Some(event) = liar_events.recv().await {
+                if let NetworkEvent::SyncRequest {
+                    request_id, data, ..
+                } = event
+                {
+                    let answered = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let response = match SyncRequest::decode(&data) {
+                        Ok(SyncRequest::Status) => SyncResponse::Status {
+                            finalized_height: 1_000_000,
+                            finalized_hash: mesh_ledger::Hash::ZERO,
+                        }
+                        .encode(),
+                        // Garbage half the time, a payload under the wrong header otherwise.
+                        _ if answered.is_multiple_of(2) => vec![1, 0xde, 0xad],
+                        _ => {
+                            let mut forged = SyncResponse::Blocks { blocks: Vec::new() };
+                            if let SyncResponse::Blocks { blocks } = &mut forged {
+                                let header = mesh_consensus::Header {
+                                    view: mesh_consensus::View(1),
+                                    height: mesh_consensus::Height(1),
+                                    parent_view: mesh_consensus::View(0),
+                                    parent: mesh_ledger::Hash::ZERO,
+                                    hash: mesh_ledger::Hash::ZERO,
+                                };
+                                blocks.push(mesh_consensus::CertifiedBlock {
+                                    block: mesh_consensus::Block {
+                                        header,
+                                        payload: honest_blocks.clone(),
+                                    },
+                                    certificate: mesh_consensus::Certificate {
+                                        subject: header.id(),
+                                        signatures: Vec::new(),
+                                    },
+                                });
+                            }
+                            forged.encode()
+                        }
+                    };
+                    let _ = liar.respond_sync(request_id, response).await;
+                }
+            }
+        })
+    };
+
+    // A full node that first knows only the liar: it is asked for status and blocks and
+    // answers with lies and garbage.
+    let config = test_config(0, 0, vec![liar_addr.to_string()]);
+    let full = service::start(options(dirs[4].path(), &testnet, None, config))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while asked.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the liar is asked");
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        full.handle().status().finalized_height,
+        0,
+        "nothing accepted from the liar"
+    );
+    // Then it meets an honest validator (and through it, the rest).
+    full.handle()
+        .network()
+        .dial(nodes[0].p2p_address().unwrap())
+        .await
+        .unwrap();
+    let target = nodes[0].handle().status().finalized_height;
+    assert!(
+        wait_height(&full, target + 2, LIMIT).await,
+        "sync completes from honest peers"
+    );
+    let height = target + 2;
+    assert!(wait_height(&nodes[1], height, LIMIT).await);
+    let ours = full.handle().store().header(height).unwrap().unwrap();
+    let theirs = nodes[1].handle().store().header(height).unwrap().unwrap();
+    assert_eq!(ours.hash(), theirs.hash());
+    assert_eq!(ours.state_root, theirs.state_root);
+
+    full.stop().await.unwrap();
+    liar.shutdown().await.unwrap();
+    liar_task.abort();
+    stop_all(nodes).await;
+}

@@ -1,7 +1,870 @@
 //! # mesh-testnet
 //!
-//! Will own `meshd testnet …`: generating keys and genesis for N nodes, running them as child
-//! processes on loopback, fault injection, live status and load generation. It drives real
-//! `meshd` processes through the RPC client and must never link the node's internals.
+//! Owns `meshd testnet …`: a local multi-node Mesh Ledger network on loopback from one command.
+//! It writes one home per node (running `meshd init`, then rewriting `genesis.json` with the
+//! shared genesis and `config.toml` with free ports, bootnodes and fast consensus timing), the
+//! funded development accounts' key files, and `DIR/testnet.json`; it starts every node as a
+//! `meshd run --home …` child process, waits until a block is final, shows a live status table
+//! scraped from each node's `/metrics`, and stops, kills and restarts nodes by pid.
 //!
-//! Status: not built yet (issue 6).
+//! It must never link the node's internals (`mesh_node`): it drives real `meshd` processes
+//! through their command line, files, metrics and RPC endpoints only, so what it tests is what
+//! operators run. It must never bind anything but loopback, never signal a pid that is not
+//! the recorded node (the command line must name its home), and never leave a node it started
+//! running after a failed `up` or a Ctrl-C of a foreground `up`.
+//!
+//! The entry point is [`run`] with a [`TestnetCommand`] (a `clap` subcommand that `meshd` embeds
+//! as `meshd testnet …`); docs/testnet.md is the user guide.
+//!
+//! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`.
+//! Not yet: `pause`/`resume`, `partition`/`heal`, `init --hosts`, `bench`.
+
+mod metrics;
+mod process;
+mod setup;
+mod state;
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use metrics::{scrape_metrics, NodeMetrics};
+pub use process::{node_alive, STOP_TIMEOUT};
+pub use setup::{ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, VALIDATOR_POWER, VIEW_TIMEOUT_MS};
+pub use state::{NodeEntry, TestnetFile, TESTNET_FILE};
+
+/// Directory used when `--dir` is not given (relative to the current directory).
+pub const DEFAULT_DIR: &str = "testnet";
+/// Default number of validators.
+pub const DEFAULT_VALIDATORS: u32 = 4;
+/// Default number of development accounts.
+pub const DEFAULT_ACCOUNTS: u32 = 100;
+/// Most nodes (validators plus full nodes) in one testnet.
+pub const NODES_MAX: u32 = 64;
+/// Most development accounts.
+pub const ACCOUNTS_MAX: u32 = 10_000;
+/// How long `up` waits for the network to finalize a block before it gives up.
+pub const UP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `restart` waits for the node's metrics endpoint to answer.
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `meshd testnet …`.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum TestnetCommand {
+    /// Create and start a local network (or restart the one already in DIR, with its data),
+    /// wait until a block is final, write DIR/testnet.json and show a live status table until
+    /// Ctrl-C, which stops every node. With --detach, return once the network is up.
+    Up {
+        /// Number of validators [default: 4; on an existing DIR: as it was created].
+        #[arg(long, value_name = "N")]
+        validators: Option<u32>,
+        /// Number of full nodes (same genesis, no validator key) [default: 0].
+        #[arg(long, value_name = "N")]
+        full_nodes: Option<u32>,
+        /// Directory of the network: homes, account keys, testnet.json.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Node i listens on P+3i (p2p), P+3i+1 (RPC), P+3i+2 (metrics) [default: free ports].
+        #[arg(long, value_name = "P")]
+        base_port: Option<u16>,
+        /// Number of funded development accounts, one key file each in DIR/accounts/
+        /// [default: 100].
+        #[arg(long, value_name = "N")]
+        accounts: Option<u32>,
+        /// Return once the network is up and leave it running (stop it with `testnet down`).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Print the status table of the network in DIR once (takes a second, to measure tx/s).
+    Status {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Stop every node of the network in DIR: SIGTERM, then SIGKILL after 20 s.
+    Down {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// SIGKILL one node (a crash: nothing is flushed on its way out).
+    Kill {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Index of the node in testnet.json (validators first, from 0).
+        #[arg(long, value_name = "I")]
+        node: usize,
+    },
+    /// Start one node again on its home (stopping it first if it runs) and record its new pid.
+    Restart {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Index of the node in testnet.json (validators first, from 0).
+        #[arg(long, value_name = "I")]
+        node: usize,
+    },
+}
+
+/// Why a testnet command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// A bad combination of arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// A file or socket operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being read, written or bound.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file the tool reads is not what it wrote.
+    #[error("{path} is malformed: {reason}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// There is no testnet.json in the directory.
+    #[error(
+        "no testnet in {dir} (no testnet.json); create one with `meshd testnet up --dir {dir}`"
+    )]
+    NoTestnet {
+        /// The directory.
+        dir: String,
+    },
+    /// The directory exists, is not empty and holds no testnet.
+    #[error("{dir} exists and is not a testnet directory (no testnet.json); pick another --dir or remove it")]
+    NotATestnet {
+        /// The directory.
+        dir: String,
+    },
+    /// `up` on a network whose nodes still run.
+    #[error("the testnet in {dir} is already running ({name}, pid {pid}, is up); use `meshd testnet status --dir {dir}`, or stop it with `meshd testnet down --dir {dir}` first")]
+    AlreadyRunning {
+        /// The directory.
+        dir: String,
+        /// The first running node.
+        name: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// `--node I` past the end of the node list.
+    #[error("there is no node {index}: the testnet has {count} nodes (0..{count})")]
+    NoSuchNode {
+        /// The index asked for.
+        index: usize,
+        /// How many nodes there are.
+        count: usize,
+    },
+    /// `kill` on a node that is not running.
+    #[error("{name} is not running")]
+    NotRunning {
+        /// The node.
+        name: String,
+    },
+    /// `meshd` could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The meshd path.
+        program: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// `meshd init` failed.
+    #[error("`meshd init --home {home}` failed: {output}")]
+    Init {
+        /// The home.
+        home: String,
+        /// Its stderr.
+        output: String,
+    },
+    /// The genesis built from the homes was refused.
+    #[error("the testnet genesis is invalid: {0}")]
+    Genesis(String),
+    /// A node exited while the network was starting.
+    #[error("{name} exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    NodeExited {
+        /// The node.
+        name: String,
+        /// Its exit status.
+        status: String,
+        /// Its log file.
+        log: String,
+        /// The end of its log.
+        tail: String,
+    },
+    /// The network did not become live in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// A node did not go away after SIGKILL.
+    #[error("{name} (pid {pid}) is still running after SIGKILL")]
+    StillRunning {
+        /// The node.
+        name: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// The signal handler for the foreground loop could not be installed.
+    #[error("cannot watch for Ctrl-C: {0}")]
+    Signal(std::io::Error),
+}
+
+impl TestnetError {
+    fn io(path: &Path, source: std::io::Error) -> TestnetError {
+        TestnetError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Runs one `meshd testnet …` command, starting nodes as `<meshd> run --home …` (`meshd` is
+/// the node binary: `std::env::current_exe()` when called from `meshd` itself).
+///
+/// Synchronous: `up` without `--detach` blocks until SIGINT or SIGTERM (watched with
+/// `tokio::signal` on a one-worker runtime from before the first node starts; the loops poll a
+/// flag), then stops every node. `--detach` installs no signal handler.
+pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
+    match command {
+        TestnetCommand::Up {
+            validators,
+            full_nodes,
+            dir,
+            base_port,
+            accounts,
+            detach,
+        } => {
+            let request = UpRequest {
+                validators,
+                full_nodes,
+                base_port,
+                accounts,
+            };
+            up(meshd, &setup::absolute(&dir)?, request, detach)
+        }
+        TestnetCommand::Status { dir } => {
+            let file = TestnetFile::load(&dir)?;
+            let first = sample(&file.nodes);
+            std::thread::sleep(Duration::from_secs(1));
+            let second = sample(&file.nodes);
+            print!("{}", status_table(&file, &first, &second, 1.0));
+            Ok(())
+        }
+        TestnetCommand::Down { dir } => {
+            let file = TestnetFile::load(&dir)?;
+            let running = file.nodes.iter().filter(|node| node_alive(node)).count();
+            let killed = process::stop_nodes(&file.nodes)?;
+            println!(
+                "stopped {running} node(s) of {}{}",
+                dir.display(),
+                killed_note(&killed)
+            );
+            Ok(())
+        }
+        TestnetCommand::Kill { dir, node } => {
+            let file = TestnetFile::load(&dir)?;
+            let entry = file.node(node)?;
+            if !node_alive(entry) {
+                return Err(TestnetError::NotRunning {
+                    name: entry.name.clone(),
+                });
+            }
+            process::kill_node(entry)?;
+            println!("killed {} (pid {}, SIGKILL)", entry.name, entry.pid);
+            Ok(())
+        }
+        TestnetCommand::Restart { dir, node } => restart(meshd, &setup::absolute(&dir)?, node),
+    }
+}
+
+/// The `up` flags that shape a new network (`None`: not given).
+#[derive(Debug, Clone, Copy)]
+struct UpRequest {
+    validators: Option<u32>,
+    full_nodes: Option<u32>,
+    base_port: Option<u16>,
+    accounts: Option<u32>,
+}
+
+fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), TestnetError> {
+    let shown = dir.display().to_string();
+    let mut file = if TestnetFile::path(dir).exists() {
+        let file = TestnetFile::load(dir)?;
+        if let Some(node) = file.nodes.iter().find(|node| node_alive(node)) {
+            return Err(TestnetError::AlreadyRunning {
+                dir: shown,
+                name: node.name.clone(),
+                pid: node.pid,
+            });
+        }
+        check_same_shape(&file, request)?;
+        println!("restarting the testnet in {shown} with its data");
+        file
+    } else {
+        if dir.exists() {
+            let empty = std::fs::read_dir(dir)
+                .map_err(|source| TestnetError::io(dir, source))?
+                .next()
+                .is_none();
+            if !empty {
+                return Err(TestnetError::NotATestnet { dir: shown });
+            }
+        }
+        let shape = new_shape(request)?;
+        std::fs::create_dir_all(dir).map_err(|source| TestnetError::io(dir, source))?;
+        println!(
+            "creating a testnet in {shown}: {} validator(s), {} full node(s), {} account(s)",
+            shape.validators, shape.full_nodes, shape.accounts
+        );
+        match setup::create(meshd, dir, shape) {
+            Ok(file) => file,
+            Err(err) => {
+                // The directory was absent or empty: leave it so, not half written.
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(err);
+            }
+        }
+    };
+
+    // In the foreground, SIGINT/SIGTERM are watched before the first node starts, so an
+    // interrupt at any point stops every node.
+    let stop = if detach {
+        None
+    } else {
+        Some(StopSignal::watch()?)
+    };
+    let mut children: Vec<(NodeEntry, Child)> = Vec::with_capacity(file.nodes.len());
+    let started = start_all(meshd, dir, &mut file, &mut children)
+        .and_then(|()| wait_live(&file, &mut children, stop.as_ref()));
+    match started {
+        Ok(true) => {}
+        Ok(false) => {
+            let killed = process::stop_children(&mut children);
+            println!(
+                "interrupted during start-up; stopped every node{}",
+                killed_note(&killed)
+            );
+            return Ok(());
+        }
+        Err(err) => {
+            let killed = process::stop_children(&mut children);
+            if !killed.is_empty() {
+                eprintln!("killed {} after the failed start", killed.join(", "));
+            }
+            return Err(err);
+        }
+    }
+
+    print!("{}", endpoint_table(&file));
+    if detach {
+        println!(
+            "the testnet runs in the background: `meshd testnet status --dir {shown}`, `meshd testnet down --dir {shown}`"
+        );
+        // Dropping a `Child` neither waits for nor kills it.
+        return Ok(());
+    }
+    if let Some(stop) = &stop {
+        foreground(&file, &mut children, stop);
+    }
+    println!("stopping {} node(s)…", children.len());
+    let killed = process::stop_children(&mut children);
+    println!("stopped{}", killed_note(&killed));
+    Ok(())
+}
+
+/// Set once SIGINT or SIGTERM arrives. A one-worker tokio runtime listens (`tokio::signal`);
+/// the synchronous loops poll the flag.
+#[derive(Debug)]
+struct StopSignal {
+    _runtime: tokio::runtime::Runtime,
+    raised: Arc<AtomicBool>,
+}
+
+impl StopSignal {
+    /// Installs the handlers now (from here on SIGINT/SIGTERM no longer end the process).
+    fn watch() -> Result<StopSignal, TestnetError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(TestnetError::Signal)?;
+        let raised = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&raised);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let _context = runtime.enter();
+            let mut interrupt = signal(SignalKind::interrupt()).map_err(TestnetError::Signal)?;
+            let mut terminate = signal(SignalKind::terminate()).map_err(TestnetError::Signal)?;
+            runtime.spawn(async move {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                flag.store(true, Ordering::SeqCst);
+            });
+        }
+        #[cfg(not(unix))]
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        Ok(StopSignal {
+            _runtime: runtime,
+            raised,
+        })
+    }
+
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `duration`; whether the signal came.
+    fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            if self.raised() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.raised()
+    }
+}
+
+fn killed_note(killed: &[String]) -> String {
+    if killed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} did not stop within {} s of SIGTERM and got SIGKILL)",
+            killed.join(", "),
+            STOP_TIMEOUT.as_secs()
+        )
+    }
+}
+
+fn new_shape(request: UpRequest) -> Result<setup::Shape, TestnetError> {
+    let shape = setup::Shape {
+        validators: request.validators.unwrap_or(DEFAULT_VALIDATORS),
+        full_nodes: request.full_nodes.unwrap_or(0),
+        accounts: request.accounts.unwrap_or(DEFAULT_ACCOUNTS),
+        base_port: request.base_port,
+    };
+    if shape.validators == 0 {
+        return Err(TestnetError::Usage(
+            "--validators must be at least 1".into(),
+        ));
+    }
+    if shape.validators.saturating_add(shape.full_nodes) > NODES_MAX {
+        return Err(TestnetError::Usage(format!(
+            "--validators plus --full-nodes must be at most {NODES_MAX}"
+        )));
+    }
+    if shape.accounts > ACCOUNTS_MAX {
+        return Err(TestnetError::Usage(format!(
+            "--accounts must be at most {ACCOUNTS_MAX}"
+        )));
+    }
+    Ok(shape)
+}
+
+/// On an existing network, shape flags may only repeat what it already is.
+fn check_same_shape(file: &TestnetFile, request: UpRequest) -> Result<(), TestnetError> {
+    let validators = file.nodes.iter().filter(|node| node.validator).count();
+    let full_nodes = file.nodes.len() - validators;
+    let differs = |given: Option<u32>, actual: usize| {
+        given.is_some_and(|given| usize::try_from(given).ok() != Some(actual))
+    };
+    if differs(request.validators, validators) || differs(request.full_nodes, full_nodes) {
+        return Err(TestnetError::Usage(format!(
+            "this directory holds a testnet of {validators} validator(s) and {full_nodes} full node(s); \
+             re-running `up` restarts it as it is: leave out --validators/--full-nodes, or use another --dir"
+        )));
+    }
+    if request.base_port.is_some() || request.accounts.is_some() {
+        return Err(TestnetError::Usage(
+            "--base-port and --accounts only apply to a new testnet; this directory already holds one \
+             (it restarts with its own ports and accounts): leave them out, or use another --dir"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts every node, recording each pid in testnet.json as soon as it exists.
+fn start_all(
+    meshd: &Path,
+    dir: &Path,
+    file: &mut TestnetFile,
+    children: &mut Vec<(NodeEntry, Child)>,
+) -> Result<(), TestnetError> {
+    for index in 0..file.nodes.len() {
+        let child = process::spawn_node(meshd, &file.nodes[index].home)?;
+        file.nodes[index].pid = child.id();
+        children.push((file.nodes[index].clone(), child));
+        file.save(dir)?;
+    }
+    Ok(())
+}
+
+/// Waits until every node answers on its metrics endpoint and has finalized a block above the
+/// height it first reported (at least height 1): the network is up and making progress.
+/// `Ok(false)`: interrupted by `stop`.
+fn wait_live(
+    file: &TestnetFile,
+    children: &mut [(NodeEntry, Child)],
+    stop: Option<&StopSignal>,
+) -> Result<bool, TestnetError> {
+    let deadline = Instant::now() + UP_TIMEOUT;
+    let mut baseline: Vec<Option<u64>> = vec![None; file.nodes.len()];
+    let mut latest: Vec<Option<u64>> = vec![None; file.nodes.len()];
+    loop {
+        for (index, (node, child)) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(TestnetError::NodeExited {
+                    name: node.name.clone(),
+                    status: status.to_string(),
+                    log: node.home.join(process::LOG_FILE).display().to_string(),
+                    tail: process::log_tail(&node.home, 20),
+                });
+            }
+            if let Some(metrics) = scrape_metrics(&node.metrics) {
+                baseline[index].get_or_insert(metrics.finalized_height);
+                latest[index] = Some(metrics.finalized_height);
+            }
+        }
+        let live = baseline
+            .iter()
+            .zip(&latest)
+            .all(|(first, now)| match (first, now) {
+                (Some(first), Some(now)) => *now > *first && *now >= 1,
+                _ => false,
+            });
+        if live {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            let waiting: Vec<String> = file
+                .nodes
+                .iter()
+                .zip(&latest)
+                .map(|(node, height)| match height {
+                    Some(height) => format!("{} at height {height}", node.name),
+                    None => format!("{} not answering on {}", node.name, node.metrics),
+                })
+                .collect();
+            return Err(TestnetError::Timeout(format!(
+                "the testnet did not finalize a block within {} s ({}); see each node's {} in its home",
+                UP_TIMEOUT.as_secs(),
+                waiting.join(", "),
+                process::LOG_FILE
+            )));
+        }
+        match stop {
+            Some(stop) if stop.sleep(Duration::from_millis(200)) => return Ok(false),
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The live table, refreshed every second until SIGINT/SIGTERM or until every node has exited.
+fn foreground(file: &TestnetFile, children: &mut [(NodeEntry, Child)], stop: &StopSignal) {
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous = sample(&file.nodes);
+    let mut previous_at = Instant::now();
+    loop {
+        if stop.sleep(Duration::from_secs(1)) {
+            return;
+        }
+        let current = sample(&file.nodes);
+        let seconds = previous_at.elapsed().as_secs_f64();
+        previous_at = Instant::now();
+        if terminal {
+            print!("\x1b[H\x1b[2J");
+        }
+        print!("{}", status_table(file, &previous, &current, seconds));
+        println!("Ctrl-C stops every node");
+        previous = current;
+        let exited = children
+            .iter_mut()
+            .all(|(_, child)| matches!(child.try_wait(), Ok(Some(_))));
+        if exited {
+            println!("every node has exited");
+            return;
+        }
+    }
+}
+
+fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
+    let mut file = TestnetFile::load(dir)?;
+    let entry = file.node(index)?.clone();
+    if node_alive(&entry) {
+        println!("stopping {} (pid {})", entry.name, entry.pid);
+        process::stop_nodes(std::slice::from_ref(&entry))?;
+    }
+    let mut child = process::spawn_node(meshd, &entry.home)?;
+    file.nodes[index].pid = child.id();
+    file.save(dir)?;
+    let deadline = Instant::now() + RESTART_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(TestnetError::NodeExited {
+                name: entry.name.clone(),
+                status: status.to_string(),
+                log: entry.home.join(process::LOG_FILE).display().to_string(),
+                tail: process::log_tail(&entry.home, 20),
+            });
+        }
+        // Answering is enough: a node serves metrics before it has restored its chain.
+        if scrape_metrics(&entry.metrics).is_some() {
+            println!(
+                "restarted {} (pid {}); it syncs what it missed from its peers",
+                entry.name,
+                child.id()
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TestnetError::Timeout(format!(
+                "{} did not answer on {} within {} s after restart; last lines of its log:\n{}",
+                entry.name,
+                entry.metrics,
+                RESTART_TIMEOUT.as_secs(),
+                process::log_tail(&entry.home, 20)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One scrape of every node (`None`: not running or not answering).
+fn sample(nodes: &[NodeEntry]) -> Vec<Option<NodeMetrics>> {
+    nodes
+        .iter()
+        .map(|node| {
+            if node_alive(node) {
+                scrape_metrics(&node.metrics)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn role(node: &NodeEntry) -> &'static str {
+    if node.validator {
+        "validator"
+    } else {
+        "full"
+    }
+}
+
+fn endpoint_table(file: &TestnetFile) -> String {
+    let mut out = format!(
+        "\nchain {}  accounts {}\n{:<8} {:<9} {:>8}  {:<24} {:<17} p2p\n",
+        file.chain_id,
+        file.accounts_dir.display(),
+        "node",
+        "role",
+        "pid",
+        "rpc",
+        "metrics"
+    );
+    for node in &file.nodes {
+        out.push_str(&format!(
+            "{:<8} {:<9} {:>8}  {:<24} {:<17} {}\n",
+            node.name,
+            role(node),
+            node.pid,
+            node.rpc,
+            node.metrics,
+            node.p2p
+        ));
+    }
+    out
+}
+
+fn status_table(
+    file: &TestnetFile,
+    previous: &[Option<NodeMetrics>],
+    current: &[Option<NodeMetrics>],
+    seconds: f64,
+) -> String {
+    let mut out = format!(
+        "chain {}\n{:<8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8}  rpc\n",
+        file.chain_id, "node", "role", "pid", "height", "view", "peers", "mempool", "tx/s"
+    );
+    for (index, node) in file.nodes.iter().enumerate() {
+        let now = current.get(index).copied().flatten();
+        let before = previous.get(index).copied().flatten();
+        let line = match now {
+            None if !node_alive(node) => format!(
+                "{:<8} {:<9} {:>8} {:>8}",
+                node.name,
+                role(node),
+                "-",
+                "stopped"
+            ),
+            None => format!(
+                "{:<8} {:<9} {:>8} {:>8}",
+                node.name,
+                role(node),
+                node.pid,
+                "no answer"
+            ),
+            Some(m) => {
+                let rate = match before {
+                    Some(b) if seconds > 0.0 => {
+                        let delta = m.txs_finalized.saturating_sub(b.txs_finalized);
+                        format!("{:.1}", delta as f64 / seconds)
+                    }
+                    _ => "-".into(),
+                };
+                format!(
+                    "{:<8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8}  {}",
+                    node.name,
+                    role(node),
+                    node.pid,
+                    m.finalized_height,
+                    m.view,
+                    m.peers,
+                    m.mempool_txs,
+                    rate,
+                    node.rpc
+                )
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: TestnetCommand,
+    }
+
+    #[test]
+    fn the_command_line_matches_the_documented_interface() {
+        let cli = Cli::try_parse_from([
+            "meshd",
+            "up",
+            "--validators",
+            "4",
+            "--full-nodes",
+            "1",
+            "--dir",
+            "/tmp/x",
+            "--base-port",
+            "40000",
+            "--accounts",
+            "7",
+            "--detach",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            TestnetCommand::Up {
+                validators: Some(4),
+                full_nodes: Some(1),
+                dir: "/tmp/x".into(),
+                base_port: Some(40_000),
+                accounts: Some(7),
+                detach: true,
+            }
+        );
+        let cli = Cli::try_parse_from(["meshd", "status"]).unwrap();
+        assert_eq!(
+            cli.command,
+            TestnetCommand::Status {
+                dir: DEFAULT_DIR.into()
+            }
+        );
+        let cli = Cli::try_parse_from(["meshd", "kill", "--node", "3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            TestnetCommand::Kill {
+                dir: DEFAULT_DIR.into(),
+                node: 3
+            }
+        );
+        assert!(Cli::try_parse_from(["meshd", "restart", "--node", "x"]).is_err());
+        assert!(Cli::try_parse_from(["meshd", "down", "--dir", "d"]).is_ok());
+    }
+
+    #[test]
+    fn new_shapes_are_bounded_and_existing_shapes_are_kept() {
+        let request = UpRequest {
+            validators: Some(0),
+            full_nodes: None,
+            base_port: None,
+            accounts: None,
+        };
+        assert!(new_shape(request).is_err());
+        let file = TestnetFile {
+            chain_id: CHAIN_ID.into(),
+            nodes: vec![],
+            accounts_dir: PathBuf::new(),
+        };
+        let same = UpRequest {
+            validators: Some(0),
+            full_nodes: Some(0),
+            base_port: None,
+            accounts: None,
+        };
+        assert!(check_same_shape(&file, same).is_ok());
+        let more = UpRequest {
+            validators: Some(2),
+            ..same
+        };
+        assert!(check_same_shape(&file, more).is_err());
+    }
+
+    #[test]
+    fn up_refuses_a_foreign_non_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("something"), "x").unwrap();
+        let err = run(
+            TestnetCommand::Up {
+                validators: None,
+                full_nodes: None,
+                dir: dir.path().to_path_buf(),
+                base_port: None,
+                accounts: None,
+                detach: true,
+            },
+            Path::new("/nonexistent/meshd"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TestnetError::NotATestnet { .. }), "{err}");
+        let err = run(
+            TestnetCommand::Status {
+                dir: dir.path().to_path_buf(),
+            },
+            Path::new("/nonexistent/meshd"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TestnetError::NoTestnet { .. }), "{err}");
+    }
+}
