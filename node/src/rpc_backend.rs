@@ -337,8 +337,7 @@ impl Backend for NodeBackend {
             .map(|peer| PeerInfo {
                 peer_id: peer.peer_id.to_string(),
                 address: peer.address.to_string(),
-                // The network layer does not record which side dialled.
-                inbound: false,
+                inbound: peer.inbound,
             })
             .collect())
     }

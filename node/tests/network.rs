@@ -199,6 +199,13 @@ async fn three_nodes_discover_each_other_and_gossip_exactly_once() {
             }
         );
     }
+    // A was dialled by B (its bootnode list), B dialled A.
+    let a_peers = a.handle.peers().await.unwrap();
+    let b_seen_by_a = a_peers.iter().find(|p| p.peer_id == idb).unwrap();
+    assert!(b_seen_by_a.inbound, "B dialled A");
+    let b_peers = b.handle.peers().await.unwrap();
+    let a_seen_by_b = b_peers.iter().find(|p| p.peer_id == ida).unwrap();
+    assert!(!a_seen_by_b.inbound, "B dialled A, so A is outbound for B");
     // Let a heartbeat or two build the meshes.
     tokio::time::sleep(Duration::from_millis(600)).await;
 

@@ -40,7 +40,8 @@ pub(super) struct Actor {
     max_pending_sync_requests: usize,
     discovery_interval: Duration,
     /// First remote address of each connected peer.
-    connected: HashMap<PeerId, Multiaddr>,
+    /// Connected peers: remote address of the first connection, and whether they dialled us.
+    connected: HashMap<PeerId, (Multiaddr, bool)>,
     /// Our sync requests awaiting a response.
     sync_outbound: HashMap<request_response::OutboundRequestId, (PeerId, SyncReply)>,
     /// Inbound sync requests awaiting `respond_sync`.
@@ -416,9 +417,10 @@ impl Actor {
         let mut peers: Vec<PeerInfo> = self
             .connected
             .iter()
-            .map(|(peer_id, address)| PeerInfo {
+            .map(|(peer_id, (address, inbound))| PeerInfo {
                 peer_id: *peer_id,
                 address: address.clone(),
+                inbound: *inbound,
                 gossip_score: gossipsub.peer_score(peer_id),
                 topics: topics.remove(peer_id).unwrap_or_default(),
             })
@@ -449,7 +451,8 @@ impl Actor {
                 if num_established.get() == 1 {
                     let address = endpoint.get_remote_address().clone();
                     info!(peer = %peer_id, %address, "peer connected");
-                    self.connected.insert(peer_id, address);
+                    self.connected
+                        .insert(peer_id, (address, endpoint.is_listener()));
                     self.stats.set_peers_connected(self.connected.len());
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }

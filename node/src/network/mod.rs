@@ -128,6 +128,8 @@ pub struct PeerInfo {
     pub peer_id: PeerId,
     /// Remote address of the first established connection.
     pub address: Multiaddr,
+    /// The peer dialled us (its first connection was inbound).
+    pub inbound: bool,
     /// Gossipsub score (higher is better; below -80 the peer is ignored), if scored yet.
     pub gossip_score: Option<f64>,
     /// Our topics the peer is subscribed to.
