@@ -43,6 +43,10 @@ enum Command {
     Run {
         #[arg(long)]
         home: PathBuf,
+        /// Testnet only: serve POST /admin/partition and /admin/heal on the metrics listener,
+        /// so `meshd testnet partition` can cut the network for real. Never on a real node.
+        #[arg(long)]
+        admin: bool,
     },
     /// A single-validator development chain with funded accounts and fast blocks. Keys are
     /// printed and written to `<home>/accounts/`. Without --home, a fresh temporary directory.
@@ -132,8 +136,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Run { home } => {
-            let options = NodeOptions::from_home(Home::new(home)).map_err(|err| err.to_string())?;
+        Command::Run { home, admin } => {
+            let mut options =
+                NodeOptions::from_home(Home::new(home)).map_err(|err| err.to_string())?;
+            options.admin = admin;
             run_node(options)
         }
         Command::Dev {

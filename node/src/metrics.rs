@@ -2,6 +2,11 @@
 //!
 //! Every metric is named `mesh_…`; `docs/operators.md` lists them with their meaning. The
 //! driver updates them as it works; scraping never touches the driver.
+//!
+//! When the node runs with `--admin` (only the local testnet tool starts it so), the same
+//! listener also takes `POST /admin/partition` (body: peer ids, one per line, to disconnect
+//! and refuse) and `POST /admin/heal` (lift every block set that way), so the testnet tool
+//! can cut a network into groups for real. Without `--admin` both are 404.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,65 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
+
+use crate::network::{NetworkHandle, PeerId};
+
+/// Largest admin request body (a few hundred peer ids).
+const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// The testnet-only admin surface: the network to block peers on, and who it blocked.
+#[derive(Debug)]
+pub struct Admin {
+    network: NetworkHandle,
+    blocked: Mutex<Vec<PeerId>>,
+}
+
+impl Admin {
+    /// Admin over `network`.
+    pub fn new(network: NetworkHandle) -> Admin {
+        Admin {
+            network,
+            blocked: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn partition(&self, body: &str) -> Result<String, String> {
+        let mut peers = Vec::new();
+        for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let peer: PeerId = line
+                .parse()
+                .map_err(|err| format!("{line:?} is not a peer id: {err}"))?;
+            peers.push(peer);
+        }
+        let mut blocked = self.blocked.lock().await;
+        for peer in &peers {
+            self.network
+                .block_peer(*peer)
+                .await
+                .map_err(|err| err.to_string())?;
+            if !blocked.contains(peer) {
+                blocked.push(*peer);
+            }
+        }
+        tracing::warn!(peers = peers.len(), "admin: partitioned from peers");
+        Ok(format!("blocked {} peers\n", peers.len()))
+    }
+
+    async fn heal(&self) -> Result<String, String> {
+        let mut blocked = self.blocked.lock().await;
+        for peer in blocked.iter() {
+            self.network
+                .unblock_peer(*peer)
+                .await
+                .map_err(|err| err.to_string())?;
+        }
+        let count = blocked.len();
+        blocked.clear();
+        tracing::warn!(peers = count, "admin: partition healed");
+        Ok(format!("unblocked {count} peers\n"))
+    }
+}
 
 /// Label of `mesh_rejected_messages_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,6 +242,7 @@ impl Metrics {
 pub async fn serve(
     addr: SocketAddr,
     registry: Registry,
+    admin: Option<Arc<Admin>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -194,10 +258,19 @@ pub async fn serve(
                 continue;
             };
             let registry = Arc::clone(&registry);
+            let admin = admin.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let registry = Arc::clone(&registry);
-                    async move { Ok::<_, std::convert::Infallible>(respond(&registry, &request)) }
+                    let admin = admin.clone();
+                    async move {
+                        let response = if request.uri().path().starts_with("/admin/") {
+                            respond_admin(admin.as_deref(), request).await
+                        } else {
+                            respond(&registry, &request)
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
@@ -209,17 +282,49 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &'static str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, value);
-        }
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
         response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+async fn respond_admin(admin: Option<&Admin>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let Some(admin) = admin else {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
     };
+    if request.method() != hyper::Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n".into());
+    }
+    let path = request.uri().path().to_owned();
+    let limited = http_body_util::Limited::new(request.into_body(), ADMIN_BODY_BYTES_MAX);
+    let body = match limited.collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                format!("body over {ADMIN_BODY_BYTES_MAX} bytes\n"),
+            )
+        }
+    };
+    let result = match path.as_str() {
+        "/admin/partition" => admin.partition(&body).await,
+        "/admin/heal" => admin.heal().await,
+        _ => return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    match result {
+        Ok(text) => reply(StatusCode::OK, "text/plain", text),
+        Err(reason) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{reason}\n")),
+    }
+}
+
+fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != hyper::Method::GET || request.uri().path() != "/metrics" {
         return reply(
             StatusCode::NOT_FOUND,

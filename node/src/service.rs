@@ -78,6 +78,9 @@ pub struct NodeOptions {
     pub driver: DriverConfig,
     /// Network settings beyond the config file (tests shorten heartbeats).
     pub tune_network: Option<fn(&mut NetworkConfig)>,
+    /// Serve the testnet-only admin endpoints (`POST /admin/partition`, `/admin/heal`) on
+    /// the metrics listener. Off unless `meshd run --admin`.
+    pub admin: bool,
 }
 
 impl NodeOptions {
@@ -103,6 +106,7 @@ impl NodeOptions {
             node_key_seed,
             driver,
             tune_network: None,
+            admin: false,
         })
     }
 }
@@ -260,6 +264,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         node_key_seed,
         driver: driver_config,
         tune_network,
+        admin,
     } = options;
     genesis.validate().map_err(|err| NodeError::Genesis {
         path: home.genesis().display().to_string(),
@@ -343,7 +348,13 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
 
     let (metrics, registry) = Metrics::new();
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let metrics_addr = metrics::serve(config.metrics.listen_addr, registry, shutdown_rx.clone())
+    let admin = admin.then(|| Arc::new(metrics::Admin::new(network.clone())));
+    let metrics_addr = metrics::serve(
+        config.metrics.listen_addr,
+        registry,
+        admin,
+        shutdown_rx.clone(),
+    )
         .await
         .map_err(|source| NodeError::Metrics {
             addr: config.metrics.listen_addr,

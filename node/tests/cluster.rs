@@ -398,3 +398,87 @@ async fn a_lying_sync_peer_is_passed_over_and_sync_completes_from_honest_ones() 
     liar_task.abort();
     stop_all(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_partition_stops_finality_and_healing_resumes_it() {
+    let testnet = Testnet::new(4);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for (i, key) in testnet.validators.iter().enumerate() {
+        let bootnodes = nodes
+            .first()
+            .and_then(|n| n.p2p_address())
+            .map(|a| vec![a.to_string()])
+            .unwrap_or_default();
+        let mut options = options(
+            dirs[i].path(),
+            &testnet,
+            Some(key),
+            test_config(0, 0, bootnodes),
+        );
+        // Node 3 runs without the admin endpoints: they must not exist there.
+        options.admin = i < 3;
+        nodes.push(service::start(options).await.unwrap());
+    }
+    for node in &nodes {
+        assert!(wait_height(node, 2, LIMIT).await);
+    }
+    let metrics = |i: usize| nodes[i].metrics_addr;
+    let peer = |i: usize| nodes[i].handle().network().local_peer_id().to_string();
+    let (status, _) = post(metrics(3), "/admin/heal", "").unwrap();
+    assert_eq!(status, 404, "no admin surface without --admin");
+    let (status, body) = post(metrics(0), "/admin/partition", "not-a-peer-id").unwrap();
+    assert_eq!(status, 400, "{body}");
+
+    // {0, 1} | {2, 3}: node 3 cannot block, but 0 and 1 refuse 2 and 3, and 2 refuses 0, 1.
+    let others_of_01 = format!("{}\n{}\n", peer(2), peer(3));
+    let others_of_23 = format!("{}\n{}\n", peer(0), peer(1));
+    for i in [0, 1] {
+        assert_eq!(
+            post(metrics(i), "/admin/partition", &others_of_01)
+                .unwrap()
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        post(metrics(2), "/admin/partition", &others_of_23)
+            .unwrap()
+            .0,
+        200
+    );
+    // Let blocks in flight settle, then nothing more may become final anywhere: neither
+    // side holds the 3 of 4 votes a quorum needs.
+    sleep(Duration::from_secs(2)).await;
+    let frozen: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.handle().status().finalized_height)
+        .collect();
+    sleep(Duration::from_secs(3)).await;
+    let still: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.handle().status().finalized_height)
+        .collect();
+    assert_eq!(frozen, still, "no finality without a quorum");
+
+    for i in [0, 1, 2] {
+        assert_eq!(post(metrics(i), "/admin/heal", "").unwrap().0, 200);
+    }
+    let top = *still.iter().max().unwrap();
+    for node in &nodes {
+        assert!(
+            wait_height(node, top + 3, LIMIT).await,
+            "finality resumes after healing"
+        );
+    }
+    let reference = nodes[0].handle().store().header(top + 2).unwrap().unwrap();
+    for node in &nodes[1..] {
+        let header = node.handle().store().header(top + 2).unwrap().unwrap();
+        assert_eq!(
+            header.hash(),
+            reference.hash(),
+            "no fork across the partition"
+        );
+    }
+    stop_all(nodes).await;
+}

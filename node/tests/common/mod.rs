@@ -102,6 +102,7 @@ pub fn options(
         node_key_seed: keys::generate_seed(),
         driver,
         tune_network: Some(tune_network),
+        admin: false,
     }
 }
 
@@ -147,4 +148,23 @@ pub fn metric(scrape: &str, name: &str) -> Option<f64> {
         }
     }
     found
+}
+
+/// `POST <path>` with a text body to a node's metrics listener; (status, body).
+pub fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Some((status, body))
 }
