@@ -3,7 +3,8 @@
 //! The `meshd` node: everything with I/O around the pure ledger and consensus crates — config
 //! and keys ([`config`], [`keys`], [`home`]), the libp2p layer ([`network`]), the mempool, the
 //! wire formats ([`wire`]), the ledger seen from consensus ([`chain`]), the consensus driver
-//! with block sync ([`driver`]), metrics, logging, and starting/stopping it all ([`service`]).
+//! with block sync ([`driver`]), the JSON-RPC backend ([`rpc_backend`], implementing
+//! `mesh_rpc::Backend`), metrics, logging, and starting/stopping it all ([`service`]).
 //!
 //! It must never let bad bytes from a peer or client crash the process: input is bounded and
 //! validated, and rejected with a reason. A failed storage write, by contrast, is fatal: the
