@@ -181,7 +181,44 @@ pub type StateChanges = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Computes the state root at `version` after applying `changes` on top of `version - 1`, and
 /// the tree nodes to store. For version 0 (genesis) the tree starts empty.
+///
+/// A change set without deletions (every block of transfers) goes through jmt's batch
+/// insertion, which visits and hashes each touched node once; one with deletions, or an empty
+/// one, inserts key by key. Both give the same root (the tree's shape depends only on the set
+/// of keys) and the same nodes to store; `tests::batch_and_sequential_updates_agree` checks it.
 pub fn compute_state_root<R: TreeReader>(
+    tree: &R,
+    version: u64,
+    changes: &StateChanges,
+) -> Result<(Hash, NodeBatch), StateError> {
+    let inserts: Option<Vec<(KeyHash, Vec<u8>)>> = changes
+        .iter()
+        .map(|(key, value)| value.as_ref().map(|value| (key_hash(key), value.clone())))
+        .collect();
+    match inserts {
+        Some(inserts) if !inserts.is_empty() => batch_state_root(tree, version, inserts),
+        _ => sequential_state_root(tree, version, changes),
+    }
+}
+
+/// [`compute_state_root`] through jmt's batch insertion (no deletions, at least one entry).
+fn batch_state_root<R: TreeReader>(
+    tree: &R,
+    version: u64,
+    inserts: Vec<(KeyHash, Vec<u8>)>,
+) -> Result<(Hash, NodeBatch), StateError> {
+    let jmt = JellyfishMerkleTree::<_, Blake3Hasher>::new(tree);
+    let (roots, batch) = jmt
+        .batch_put_value_sets(vec![inserts], None, version)
+        .map_err(|err| StateError::Tree(err.to_string()))?;
+    let root = roots
+        .first()
+        .ok_or_else(|| StateError::Tree("batch update returned no root".into()))?;
+    Ok((Hash(root.0), batch.node_batch))
+}
+
+/// [`compute_state_root`] key by key.
+fn sequential_state_root<R: TreeReader>(
     tree: &R,
     version: u64,
     changes: &StateChanges,
@@ -299,4 +336,109 @@ pub fn verify_value_proof(
         value,
         proof,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use jmt::storage::{LeafNode, Node, NodeKey};
+    use jmt::{OwnedValue, Version};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The nodes and values of every stored version.
+    #[derive(Default)]
+    struct Tree {
+        nodes: HashMap<NodeKey, Node>,
+        values: BTreeMap<(KeyHash, Version), Option<OwnedValue>>,
+    }
+
+    impl Tree {
+        fn store(&mut self, batch: &NodeBatch) {
+            for (key, node) in batch.nodes() {
+                self.nodes.insert(key.clone(), node.clone());
+            }
+            for ((version, key_hash), value) in batch.values() {
+                self.values.insert((*key_hash, *version), value.clone());
+            }
+        }
+    }
+
+    impl TreeReader for Tree {
+        fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            Ok(self.nodes.get(node_key).cloned())
+        }
+        fn get_value_option(
+            &self,
+            max_version: Version,
+            key_hash: KeyHash,
+        ) -> anyhow::Result<Option<OwnedValue>> {
+            Ok(self
+                .values
+                .range((key_hash, 0)..=(key_hash, max_version))
+                .next_back()
+                .and_then(|(_, value)| value.clone()))
+        }
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            anyhow::bail!("not needed")
+        }
+    }
+
+    fn sorted_nodes(batch: &NodeBatch) -> Vec<(NodeKey, Node)> {
+        let mut nodes: Vec<_> = batch
+            .nodes()
+            .iter()
+            .map(|(key, node)| (key.clone(), node.clone()))
+            .collect();
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        nodes
+    }
+
+    fn sorted_values(batch: &NodeBatch) -> Vec<((Version, KeyHash), Option<OwnedValue>)> {
+        let mut values: Vec<_> = batch
+            .values()
+            .iter()
+            .map(|(key, value)| (*key, value.clone()))
+            .collect();
+        values.sort_by_key(|a| a.0);
+        values
+    }
+
+    proptest! {
+        /// Batch and key-by-key insertion give the same root and the same nodes and values to
+        /// store, version after version, whether keys are new (splitting leaves) or updated
+        /// (a small key space makes blocks overlap).
+        #[test]
+        fn batch_and_sequential_updates_agree(
+            blocks in prop::collection::vec(
+                prop::collection::btree_map(
+                    prop::collection::vec(0u8..4, 1..4),
+                    prop::collection::vec(any::<u8>(), 0..4),
+                    1..24,
+                ),
+                1..6,
+            ),
+        ) {
+            let mut tree = Tree::default();
+            for (version, block) in blocks.iter().enumerate() {
+                let changes: StateChanges = block
+                    .iter()
+                    .map(|(key, value)| (key.clone(), Some(value.clone())))
+                    .collect();
+                let version = version as u64;
+                let (root, batch) = compute_state_root(&tree, version, &changes).unwrap();
+                let (expected_root, expected) =
+                    sequential_state_root(&tree, version, &changes).unwrap();
+                prop_assert_eq!(root, expected_root);
+                prop_assert_eq!(sorted_nodes(&batch), sorted_nodes(&expected));
+                prop_assert_eq!(sorted_values(&batch), sorted_values(&expected));
+                tree.store(&batch);
+                prop_assert_eq!(root_at(&tree, version).unwrap(), root);
+            }
+        }
+    }
 }

@@ -21,9 +21,11 @@
 //! = h; so after a crash at any instant the database holds whole blocks 0..=latest and nothing
 //! of latest + 1.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
+use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Version};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode,
@@ -122,10 +124,197 @@ pub struct TxLocation {
     pub index: u32,
 }
 
+/// Decoded tree nodes, so that the Jellyfish tree's updates do not fetch and borsh-decode the
+/// same nodes from RocksDB block after block (every update reads the whole path from the root
+/// to its leaf).
+///
+/// Keyed by position in the tree (nibble path), holding the newest stored node there and its
+/// version. A jmt `NodeKey` is (version, path), and a stored node is never rewritten (versions
+/// are heights, each committed once), so an entry never needs invalidating: a lookup of
+/// (version, path) hits only if the entry has exactly that version. When a block is stored its
+/// nodes replace the older versions at their positions, which every update of that block read
+/// and superseded, so the cache holds about the live tree and no dead versions. Only nodes that
+/// are in the database enter it: those read from it, and a block's after its batch is written.
+///
+/// Bounded by an estimate of the memory held, with two generations: when the newer one is
+/// full the older one is dropped whole, and a hit in the older one moves the entry to the newer
+/// one (an approximate LRU without per-entry links).
+struct NodeCache {
+    newer: HashMap<PathKey, (Version, Node)>,
+    older: HashMap<PathKey, (Version, Node)>,
+    newer_bytes: usize,
+    generation_bytes: usize,
+}
+
+/// A nibble path packed inline (length, then two nibbles a byte), so that a lookup does not
+/// chase a heap pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PathKey([u8; 33]);
+
+impl PathKey {
+    fn of(path: &NibblePath) -> PathKey {
+        let mut key = [0u8; 33];
+        // A path has at most 64 nibbles (a 32-byte key hash).
+        let nibbles = path.num_nibbles().min(64);
+        key[0] = u8::try_from(nibbles).unwrap_or(64);
+        for i in 0..nibbles {
+            let nibble = u8::from(path.get_nibble(i));
+            key[1 + i / 2] |= if i % 2 == 0 { nibble << 4 } else { nibble };
+        }
+        PathKey(key)
+    }
+}
+
+impl NodeCache {
+    fn new(bytes_max: usize) -> NodeCache {
+        NodeCache {
+            newer: HashMap::new(),
+            older: HashMap::new(),
+            newer_bytes: 0,
+            generation_bytes: bytes_max / 2,
+        }
+    }
+
+    /// Estimated memory of one entry: the table slot and an internal node's boxed array of 16
+    /// optional children (hash, version, type: 64 bytes each).
+    fn footprint(node: &Node) -> usize {
+        const SLOT: usize = std::mem::size_of::<(PathKey, (Version, Node))>() + 8;
+        match node {
+            Node::Internal(_) => SLOT + 16 * 64,
+            Node::Leaf(_) | Node::Null => SLOT,
+        }
+    }
+
+    /// The node `key`, if cached. An entry in the newer generation hides one in the older.
+    fn get(&mut self, key: &NodeKey) -> Option<Node> {
+        let path = PathKey::of(key.nibble_path());
+        if let Some((version, node)) = self.newer.get(&path) {
+            return (*version == key.version()).then(|| node.clone());
+        }
+        let (version, node) = self.older.remove(&path)?;
+        let found = (version == key.version()).then(|| node.clone());
+        self.put(path, version, node);
+        found
+    }
+
+    /// Records the stored node `key`, unless a newer version at its position is known.
+    fn insert(&mut self, key: &NodeKey, node: &Node) {
+        let path = PathKey::of(key.nibble_path());
+        if let Some((version, cached)) = self.newer.get_mut(&path) {
+            if *version < key.version() {
+                self.newer_bytes =
+                    self.newer_bytes - Self::footprint(cached) + Self::footprint(node);
+                *version = key.version();
+                cached.clone_from(node);
+            }
+            return;
+        }
+        self.put(path, key.version(), node.clone());
+    }
+
+    fn put(&mut self, path: PathKey, version: Version, node: Node) {
+        if self.newer_bytes >= self.generation_bytes {
+            self.older = std::mem::take(&mut self.newer);
+            self.newer_bytes = 0;
+        }
+        self.newer_bytes += Self::footprint(&node);
+        if let Some((_, old)) = self.newer.insert(path, (version, node)) {
+            self.newer_bytes -= Self::footprint(&old);
+        }
+    }
+}
+
+/// Latest state entries (the `state` column family) recently read or written, so that
+/// executing a block does not search RocksDB for every account it touches.
+///
+/// Unlike tree nodes these change: a commit writes its changes here after its batch is
+/// written, and a read that missed records what it read only if no commit happened meanwhile
+/// (`commits` is compared), so an entry always equals the stored one. Two generations as in
+/// [`NodeCache`]; a commit writes to the newer one, which hides the older.
+struct StateCache {
+    newer: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    older: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    newer_bytes: usize,
+    generation_bytes: usize,
+    /// Commits so far.
+    commits: u64,
+}
+
+impl StateCache {
+    fn new(bytes_max: usize) -> StateCache {
+        StateCache {
+            newer: HashMap::new(),
+            older: HashMap::new(),
+            newer_bytes: 0,
+            generation_bytes: bytes_max / 2,
+            commits: 0,
+        }
+    }
+
+    fn footprint(key: &[u8], value: Option<&[u8]>) -> usize {
+        key.len() + value.map_or(0, <[u8]>::len) + 96
+    }
+
+    fn clear(&mut self) {
+        self.newer.clear();
+        self.older.clear();
+        self.newer_bytes = 0;
+    }
+
+    /// The stored entry under `key`, if cached (`Some(None)`: known absent).
+    fn get(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(value) = self.newer.get(key) {
+            return Some(value.clone());
+        }
+        let (key, value) = self.older.remove_entry(key)?;
+        self.put(key, value.clone());
+        Some(value)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.newer_bytes >= self.generation_bytes {
+            self.older = std::mem::take(&mut self.newer);
+            self.newer_bytes = 0;
+        }
+        self.newer_bytes += Self::footprint(&key, value.as_deref());
+        if let Some(slot) = self.newer.get_mut(&key) {
+            self.newer_bytes -= Self::footprint(&key, slot.as_deref());
+            *slot = value;
+        } else {
+            self.newer.insert(key, value);
+        }
+    }
+
+    /// Records a committed change (the key is copied only if it is new to the cache).
+    fn update(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Some(slot) = self.newer.get_mut(key) else {
+            return self.put(key.to_vec(), value.map(<[u8]>::to_vec));
+        };
+        let old = Self::footprint(key, slot.as_deref());
+        match (slot, value) {
+            (Some(bytes), Some(value)) => {
+                bytes.clear();
+                bytes.extend_from_slice(value);
+            }
+            (slot, value) => *slot = value.map(<[u8]>::to_vec),
+        }
+        self.newer_bytes = self.newer_bytes + Self::footprint(key, value) - old;
+    }
+}
+
+/// Memory the latest-state cache may hold (estimated): ≈ 150 bytes an account.
+const STATE_CACHE_BYTES: usize = 64 << 20;
+
+/// Memory the decoded-node cache may hold (estimated). A 100k-account tree is about 35k
+/// internal nodes and 100k leaves, ≈ 55 MiB decoded.
+const NODE_CACHE_BYTES: usize = 128 << 20;
+
 /// The node's database.
 pub struct Store {
     db: DB,
     path: PathBuf,
+    nodes: Mutex<NodeCache>,
+    state: Mutex<StateCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -203,6 +392,8 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            nodes: Mutex::new(NodeCache::new(NODE_CACHE_BYTES)),
+            state: Mutex::new(StateCache::new(STATE_CACHE_BYTES)),
         };
         match store.get(CF_META, META_SCHEMA_VERSION)? {
             Some(bytes) => {
@@ -283,6 +474,7 @@ impl Store {
         let mut batch = self.block_batch(&executed, &[])?;
         batch.put_cf(self.cf(CF_META)?, META_GENESIS_HASH, given.0);
         self.write_synced(batch)?;
+        self.cache_block(&executed);
         Ok(executed.block.header)
     }
 
@@ -403,7 +595,39 @@ impl Store {
             });
         }
         let batch = self.block_batch(executed, certificate)?;
-        self.write_synced(batch)
+        self.write_synced(batch)?;
+        self.cache_block(executed);
+        Ok(())
+    }
+
+    /// Puts the tree nodes and state changes of a block that is now stored into the caches:
+    /// the next block's execution starts from them.
+    fn cache_block(&self, executed: &ExecutedBlock) {
+        let mut state = self.state_cache();
+        for (key, value) in &executed.changes {
+            state.update(key, value.as_deref());
+        }
+        state.commits += 1;
+        drop(state);
+        let mut nodes = self.node_cache();
+        for (key, node) in executed.tree_nodes.nodes() {
+            nodes.insert(key, node);
+        }
+    }
+
+    fn state_cache(&self) -> std::sync::MutexGuard<'_, StateCache> {
+        self.state.lock().unwrap_or_else(|poisoned| {
+            // A panic mid-update may have left part of a commit's changes out: start afresh.
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            self.state.clear_poison();
+            cache
+        })
+    }
+
+    fn node_cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
+        // The cache holds only copies of stored nodes and is consistent after any panic.
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn block_batch(
@@ -556,17 +780,36 @@ impl Store {
 
 impl StateReader for Store {
     fn raw(&self, encoded_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.get(CF_STATE, encoded_key)
-            .map_err(|err| StateError::Storage(err.to_string()))
+        let commits = {
+            let mut cache = self.state_cache();
+            if let Some(value) = cache.get(encoded_key) {
+                return Ok(value);
+            }
+            cache.commits
+        };
+        let value = self
+            .get(CF_STATE, encoded_key)
+            .map_err(|err| StateError::Storage(err.to_string()))?;
+        let mut cache = self.state_cache();
+        // A commit since the read may have changed the entry: then leave it to the next read.
+        if cache.commits == commits {
+            cache.put(encoded_key.to_vec(), value.clone());
+        }
+        Ok(value)
     }
 }
 
 impl TreeReader for Store {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(node) = self.node_cache().get(node_key) {
+            return Ok(Some(node));
+        }
         let Some(bytes) = self.get(CF_TREE_NODES, &encode(node_key))? else {
             return Ok(None);
         };
-        Ok(Some(decode_stored("tree node", &bytes, 64 * 1024)?))
+        let node: Node = decode_stored("tree node", &bytes, 64 * 1024)?;
+        self.node_cache().insert(node_key, &node);
+        Ok(Some(node))
     }
 
     fn get_value_option(

@@ -129,6 +129,67 @@ fn blocks_commit_reopen_and_prove_history() {
     ));
 }
 
+/// The store's in-memory caches (decoded tree nodes, latest state) never disagree with the
+/// database: a store that stays open for the whole workload (warm caches, reads interleaved
+/// with commits) and one reopened afterwards (cold caches) read the same state, roots and
+/// proofs as a replay in memory.
+#[test]
+fn warm_caches_agree_with_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (genesis, blocks) = workload();
+    let ctx = mesh_ledger::ChainContext::from_genesis(&genesis).unwrap();
+    let mut memory = MemChain::new(&genesis);
+    let addresses: Vec<_> = (0..WORKLOAD_ACCOUNTS + 3)
+        .map(|i| key(i).address())
+        .collect();
+    let store = Store::open(dir.path()).unwrap();
+    store.init_genesis(&genesis).unwrap();
+    for txs in &blocks {
+        let block = memory.push(txs.clone()).block.clone();
+        let head = store.latest_header().unwrap();
+        let executed = apply_block(&store, &head, &block, &ctx).unwrap();
+        store.commit_block(&executed, b"cert").unwrap();
+        for address in &addresses {
+            assert_eq!(
+                store.account(address).unwrap(),
+                memory.state.account(address).unwrap()
+            );
+            for k in 0..8u8 {
+                assert_eq!(
+                    store.value(address, &[k]).unwrap(),
+                    memory.state.value(address, &[k]).unwrap()
+                );
+            }
+        }
+    }
+    let check = |store: &Store| {
+        let newest = store.latest_height().unwrap().unwrap();
+        for height in [0, newest / 2, newest] {
+            let header = store.header(height).unwrap().unwrap();
+            assert_eq!(store.state_root_at(height).unwrap(), header.state_root);
+            for address in &addresses {
+                let (account, proof) = store.account_at(address, height).unwrap();
+                assert!(verify_account_proof(
+                    &header.state_root,
+                    address,
+                    account.as_ref(),
+                    &proof
+                )
+                .is_ok());
+            }
+        }
+        for address in &addresses {
+            assert_eq!(
+                store.account(address).unwrap(),
+                memory.state.account(address).unwrap()
+            );
+        }
+    };
+    check(&store);
+    drop(store);
+    check(&Store::open(dir.path()).unwrap());
+}
+
 #[test]
 fn repository_keys_page_in_order() {
     let dir = tempfile::tempdir().unwrap();
