@@ -299,7 +299,11 @@ async fn respond_admin(admin: Option<&Admin>, request: Request<Incoming>) -> Res
         return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
     };
     if request.method() != hyper::Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n".into());
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST\n".into(),
+        );
     }
     let path = request.uri().path().to_owned();
     let limited = http_body_util::Limited::new(request.into_body(), ADMIN_BODY_BYTES_MAX);

@@ -355,11 +355,11 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         admin,
         shutdown_rx.clone(),
     )
-        .await
-        .map_err(|source| NodeError::Metrics {
-            addr: config.metrics.listen_addr,
-            source,
-        })?;
+    .await
+    .map_err(|source| NodeError::Metrics {
+        addr: config.metrics.listen_addr,
+        source,
+    })?;
 
     let mempool_max = (config.mempool.max_txs, config.mempool.max_bytes);
     let mempool = Mempool::new(

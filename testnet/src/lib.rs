@@ -4,8 +4,10 @@
 //! It writes one home per node (running `meshd init`, then rewriting `genesis.json` with the
 //! shared genesis and `config.toml` with free ports, bootnodes and fast consensus timing), the
 //! funded development accounts' key files, and `DIR/testnet.json`; it starts every node as a
-//! `meshd run --home …` child process, waits until a block is final, shows a live status table
-//! scraped from each node's `/metrics`, and stops, kills and restarts nodes by pid.
+//! `meshd run --home … --admin` child process, waits until a block is final, shows a live status
+//! table scraped from each node's `/metrics`, and stops, kills, restarts, pauses and resumes
+//! nodes by pid. `partition`/`heal` go through the admin endpoint `--admin` enables on each
+//! node's metrics listener; `bench` loads the network through its JSON-RPC API (`mesh_rpc`).
 //!
 //! It must never link the node's internals (`mesh_node`): it drives real `meshd` processes
 //! through their command line, files, metrics and RPC endpoints only, so what it tests is what
@@ -16,9 +18,11 @@
 //! The entry point is [`run`] with a [`TestnetCommand`] (a `clap` subcommand that `meshd` embeds
 //! as `meshd testnet …`); docs/testnet.md is the user guide.
 //!
-//! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`.
-//! Not yet: `pause`/`resume`, `partition`/`heal`, `init --hosts`, `bench`.
+//! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`,
+//! `pause`/`resume`, `partition`/`heal`, `bench`. Not yet: `init --hosts`.
 
+mod bench;
+mod faults;
 mod metrics;
 mod process;
 mod setup;
@@ -31,6 +35,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use bench::{
+    bench, BenchOp, BenchOptions, BenchRate, BenchReport, BenchRun, Latency, NodeUsage,
+    SecondSample, DRAIN_TIMEOUT, IN_FLIGHT_MAX, MAX_P99, MAX_START_RATE, MAX_STEPS,
+};
+pub use faults::{parse_groups, peer_id_of, Partition, PARTITION_FILE};
 pub use metrics::{scrape_metrics, NodeMetrics};
 pub use process::{node_alive, STOP_TIMEOUT};
 pub use setup::{ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, VALIDATOR_POWER, VIEW_TIMEOUT_MS};
@@ -107,6 +116,63 @@ pub enum TestnetCommand {
         /// Index of the node in testnet.json (validators first, from 0).
         #[arg(long, value_name = "I")]
         node: usize,
+    },
+    /// Freeze one node (SIGSTOP): it neither sends nor answers until `resume`.
+    Pause {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Index of the node in testnet.json (validators first, from 0).
+        #[arg(long, value_name = "I")]
+        node: usize,
+    },
+    /// Continue a paused node (SIGCONT).
+    Resume {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Index of the node in testnet.json (validators first, from 0).
+        #[arg(long, value_name = "I")]
+        node: usize,
+    },
+    /// Cut the network into groups: each node in a group drops and refuses every node outside
+    /// it (through the nodes' admin endpoint). Replaces any earlier partition.
+    Partition {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Groups of node indexes, `/` between groups, `,` within one: `0,1/2,3`. Nodes named
+        /// in no group are left alone.
+        #[arg(long, value_name = "GROUPS")]
+        groups: String,
+    },
+    /// Lift the partition: every node accepts every peer again.
+    Heal {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Load the running network: pre-signed transactions from the development accounts at a
+    /// target rate, finality followed by subscription; writes DIR/bench-<time>.json and .svg.
+    Bench {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Target transactions per second, or `max` to find the saturation point.
+        #[arg(long, default_value = "100")]
+        rate: String,
+        /// Seconds of submission (of each step with `--rate max`).
+        #[arg(long, value_name = "S", default_value_t = 10)]
+        duration: u64,
+        /// Number of sending accounts (the first K of DIR/accounts/) [default: all].
+        #[arg(long, value_name = "K")]
+        accounts: Option<usize>,
+        /// What each transaction does.
+        #[arg(long, value_enum, default_value = "transfer")]
+        op: BenchOp,
+        /// Value size of `--op put`, bytes.
+        #[arg(long, value_name = "B", default_value_t = 100)]
+        value_bytes: usize,
     },
 }
 
@@ -212,6 +278,12 @@ pub enum TestnetError {
         /// Its pid.
         pid: u32,
     },
+    /// A node's admin endpoint refused or did not answer (`partition`, `heal`).
+    #[error("admin request failed: {0}")]
+    Admin(String),
+    /// The bench could not run (a node refused a setup call, the runtime failed).
+    #[error("bench: {0}")]
+    Bench(String),
     /// The signal handler for the foreground loop could not be installed.
     #[error("cannot watch for Ctrl-C: {0}")]
     Signal(std::io::Error),
@@ -256,6 +328,12 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             std::thread::sleep(Duration::from_secs(1));
             let second = sample(&file.nodes);
             print!("{}", status_table(&file, &first, &second, 1.0));
+            if let Some(partition) = Partition::load(&dir) {
+                println!(
+                    "partitioned: {} (`meshd testnet heal` reconnects)",
+                    partition.describe()
+                );
+            }
             Ok(())
         }
         TestnetCommand::Down { dir } => {
@@ -282,6 +360,34 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             Ok(())
         }
         TestnetCommand::Restart { dir, node } => restart(meshd, &setup::absolute(&dir)?, node),
+        TestnetCommand::Pause { dir, node } => faults::pause(&dir, node),
+        TestnetCommand::Resume { dir, node } => faults::resume(&dir, node),
+        TestnetCommand::Partition { dir, groups } => faults::partition(&dir, &groups),
+        TestnetCommand::Heal { dir } => faults::heal(&dir),
+        TestnetCommand::Bench {
+            dir,
+            rate,
+            duration,
+            accounts,
+            op,
+            value_bytes,
+        } => {
+            let rate = rate.parse::<BenchRate>().map_err(TestnetError::Usage)?;
+            if duration == 0 || duration > 3_600 {
+                return Err(TestnetError::Usage(
+                    "--duration must be 1 to 3600 seconds".into(),
+                ));
+            }
+            let options = BenchOptions {
+                dir,
+                rate,
+                duration: Duration::from_secs(duration),
+                accounts,
+                op,
+                value_bytes,
+            };
+            bench::bench(&options).map(|_| ())
+        }
     }
 }
 
@@ -334,6 +440,8 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
         }
     };
 
+    // Freshly started nodes hold no admin blocks.
+    faults::Partition::clear(dir)?;
     // In the foreground, SIGINT/SIGTERM are watched before the first node starts, so an
     // interrupt at any point stops every node.
     let stop = if detach {
@@ -633,7 +741,8 @@ fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
                 entry.name,
                 child.id()
             );
-            return Ok(());
+            // The restarted process forgot the partition; the record says it still holds.
+            return faults::reapply(dir, &file, index);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -723,7 +832,11 @@ fn status_table(
                 node.name,
                 role(node),
                 node.pid,
-                "no answer"
+                if process::is_paused(node.pid) {
+                    "paused"
+                } else {
+                    "no answer"
+                }
             ),
             Some(m) => {
                 let rate = match before {
@@ -810,6 +923,22 @@ mod tests {
             }
         );
         assert!(Cli::try_parse_from(["meshd", "restart", "--node", "x"]).is_err());
+        let cli = Cli::try_parse_from(["meshd", "partition", "--groups", "0,1/2,3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            TestnetCommand::Partition {
+                dir: DEFAULT_DIR.into(),
+                groups: "0,1/2,3".into()
+            }
+        );
+        for words in [
+            &["meshd", "pause", "--node", "1"][..],
+            &["meshd", "resume", "--node", "1"],
+            &["meshd", "heal", "--dir", "d"],
+        ] {
+            assert!(Cli::try_parse_from(words).is_ok(), "{words:?}");
+        }
+        assert!(Cli::try_parse_from(["meshd", "partition"]).is_err());
         assert!(Cli::try_parse_from(["meshd", "down", "--dir", "d"]).is_ok());
     }
 

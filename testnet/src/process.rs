@@ -24,9 +24,11 @@ const POLL: Duration = Duration::from_millis(100);
 /// File in a node's home that receives its stdout and stderr.
 pub(crate) const LOG_FILE: &str = "meshd.log";
 
-/// Starts `<meshd> run --home <home>` with its output appended to `<home>/meshd.log`, in its
-/// own process group (a Ctrl-C meant for the testnet tool does not reach the nodes; the tool
-/// stops them itself).
+/// Starts `<meshd> run --home <home> --admin` with its output appended to `<home>/meshd.log`,
+/// in its own process group (a Ctrl-C meant for the testnet tool does not reach the nodes; the
+/// tool stops them itself). `--admin` serves `POST /admin/partition` and `/admin/heal` on the
+/// metrics listener (see `faults`); a `meshd` whose `run --help` does not list `--admin` is
+/// started without it (`partition` then reports the 404).
 pub(crate) fn spawn_node(meshd: &Path, home: &Path) -> Result<Child, TestnetError> {
     let log_path = home.join(LOG_FILE);
     let log = OpenOptions::new()
@@ -38,10 +40,11 @@ pub(crate) fn spawn_node(meshd: &Path, home: &Path) -> Result<Child, TestnetErro
         .try_clone()
         .map_err(|source| TestnetError::io(&log_path, source))?;
     let mut command = Command::new(meshd);
+    command.arg("run").arg("--home").arg(home);
+    if supports_admin(meshd) {
+        command.arg("--admin");
+    }
     command
-        .arg("run")
-        .arg("--home")
-        .arg(home)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
@@ -54,6 +57,28 @@ pub(crate) fn spawn_node(meshd: &Path, home: &Path) -> Result<Child, TestnetErro
         program: meshd.display().to_string(),
         source,
     })
+}
+
+/// Whether `<meshd> run --help` lists the `--admin` flag.
+fn supports_admin(meshd: &Path) -> bool {
+    Command::new(meshd)
+        .args(["run", "--help"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("--admin"))
+}
+
+/// Whether the process is stopped (SIGSTOP: state `T` in `/proc/<pid>/stat`); false where
+/// there is no `/proc`.
+pub(crate) fn is_paused(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S …`: the state follows the last `)` (comm may hold spaces and parentheses).
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T")
 }
 
 /// Whether the node's recorded pid is a live `meshd` running on the node's home.
@@ -78,7 +103,7 @@ fn pid_runs_home(pid: u32, home: &Path) -> bool {
 }
 
 /// Sends `kill -<name> <pid>`; whether `kill` reported success.
-fn signal(pid: u32, name: &str) -> bool {
+pub(crate) fn signal(pid: u32, name: &str) -> bool {
     Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -101,6 +126,8 @@ pub(crate) fn kill_node(node: &NodeEntry) -> Result<(), TestnetError> {
 pub(crate) fn stop_nodes(nodes: &[NodeEntry]) -> Result<Vec<String>, TestnetError> {
     for node in nodes.iter().filter(|node| node_alive(node)) {
         signal(node.pid, "TERM");
+        // A paused node handles SIGTERM only once it runs again.
+        signal(node.pid, "CONT");
     }
     let _ = wait_gone(nodes, STOP_TIMEOUT);
     let mut killed = Vec::new();
@@ -135,6 +162,7 @@ pub(crate) fn stop_children(children: &mut [(NodeEntry, Child)]) -> Vec<String> 
     for (node, child) in children.iter_mut() {
         if matches!(child.try_wait(), Ok(None)) {
             signal(node.pid, "TERM");
+            signal(node.pid, "CONT");
         }
     }
     let deadline = Instant::now() + STOP_TIMEOUT;

@@ -283,6 +283,10 @@ impl Actor {
             Command::UnblockPeer { peer, reply } => {
                 info!(%peer, "unblocking peer");
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                // Reconnect now rather than at the next discovery tick: the addresses the
+                // DHT and identify learned are still known to the swarm.
+                self.dial_peer(peer, Vec::new());
+                self.dial_bootnodes();
                 let _ = reply.send(());
             }
             // Handled in `run`.
