@@ -217,6 +217,19 @@ impl Chain {
         }
     }
 
+    /// The header of `parent` and the state after it: the committed state with the executed
+    /// blocks from the head up to `parent` layered on top.
+    fn state_after(&self, parent: &Hash) -> Result<(BlockHeader, Layered<'_, Store>), ChainError> {
+        let header = self
+            .parent_header(parent)
+            .ok_or(ChainError::UnknownParent(*parent))?
+            .clone();
+        let layers = self
+            .layers_to(parent)
+            .ok_or(ChainError::UnknownParent(*parent))?;
+        Ok((header, Layered::new(self.store.as_ref(), layers)))
+    }
+
     /// True when `hash` is the head or an executed block above it.
     pub fn knows(&self, hash: &Hash) -> bool {
         self.layers_to(hash).is_some()
@@ -247,14 +260,7 @@ impl Chain {
         timestamp_ms: u64,
         candidates: Vec<SignedTransaction>,
     ) -> Result<(Hash, Vec<u8>, usize), ChainError> {
-        let parent_header = self
-            .parent_header(parent)
-            .ok_or(ChainError::UnknownParent(*parent))?
-            .clone();
-        let layers = self
-            .layers_to(parent)
-            .ok_or(ChainError::UnknownParent(*parent))?;
-        let state = Layered::new(self.store.as_ref(), layers);
+        let (parent_header, state) = self.state_after(parent)?;
         let (executed, excluded) = build_block(
             &state,
             &parent_header,
@@ -314,14 +320,7 @@ impl Chain {
                 header.timestamp_ms
             )));
         }
-        let parent_header = self
-            .parent_header(parent)
-            .ok_or(ChainError::UnknownParent(*parent))?
-            .clone();
-        let layers = self
-            .layers_to(parent)
-            .ok_or(ChainError::UnknownParent(*parent))?;
-        let state = Layered::new(self.store.as_ref(), layers);
+        let (parent_header, state) = self.state_after(parent)?;
         let executed = apply_block(&state, &parent_header, &block, &self.ctx)?;
         self.remember(executed);
         Ok(())
