@@ -8,44 +8,17 @@
     clippy::cast_possible_truncation
 )]
 
+mod testnet_support;
+
+use testnet_support::{meshd, Guard};
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_ledger::TxHash;
 use mesh_rpc::types::TxStatus;
 use mesh_rpc::{BlockRef, Client, ClientConfig};
-use mesh_testnet::{
-    node_alive, BenchOp, BenchOptions, BenchRate, BenchReport, TestnetCommand, TestnetFile,
-};
-
-fn meshd() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_meshd"))
-}
-
-/// Stops the testnet in `dir` when dropped: `down`, then SIGKILL to any pid still running.
-struct Guard {
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = mesh_testnet::run(
-            TestnetCommand::Down {
-                dir: self.dir.clone(),
-            },
-            meshd(),
-        );
-        if let Ok(file) = TestnetFile::load(&self.dir) {
-            for node in file.nodes.iter().filter(|node| node_alive(node)) {
-                let _ = std::process::Command::new("kill")
-                    .arg("-KILL")
-                    .arg(node.pid.to_string())
-                    .status();
-            }
-        }
-    }
-}
+use mesh_testnet::{BenchOp, BenchOptions, BenchRate, BenchReport, TestnetCommand, TestnetFile};
 
 #[test]
 fn bench_at_50_tx_per_s_finalizes_every_accepted_transaction_exactly_once() {

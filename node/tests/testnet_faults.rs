@@ -11,7 +11,11 @@
     clippy::cast_possible_truncation
 )]
 
-use std::path::{Path, PathBuf};
+mod testnet_support;
+
+use testnet_support::{meshd, Guard};
+
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,39 +24,6 @@ use mesh_testnet::{node_alive, scrape_metrics, Partition, TestnetCommand, Testne
 
 /// The bound: finality resumes within 20 s of `heal`.
 const HEAL_LIMIT_S: u64 = 20;
-
-fn meshd() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_meshd"))
-}
-
-/// Stops the testnet in `dir` when dropped: SIGCONT (a paused node handles nothing), `down`,
-/// then SIGKILL to any pid still running.
-struct Guard {
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let signal = |name: &str| {
-            if let Ok(file) = TestnetFile::load(&self.dir) {
-                for node in file.nodes.iter().filter(|node| node_alive(node)) {
-                    let _ = std::process::Command::new("kill")
-                        .arg(format!("-{name}"))
-                        .arg(node.pid.to_string())
-                        .status();
-                }
-            }
-        };
-        signal("CONT");
-        let _ = mesh_testnet::run(
-            TestnetCommand::Down {
-                dir: self.dir.clone(),
-            },
-            meshd(),
-        );
-        signal("KILL");
-    }
-}
 
 fn height(file: &TestnetFile, index: usize) -> Option<u64> {
     scrape_metrics(&file.nodes[index].metrics).map(|m| m.finalized_height)

@@ -7,7 +7,11 @@
     clippy::cast_possible_truncation
 )]
 
-use std::path::{Path, PathBuf};
+mod testnet_support;
+
+use testnet_support::{meshd, Guard};
+
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,34 +24,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn meshd() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_meshd"))
-}
-
-/// Stops the testnet in `dir` when dropped: `down`, then SIGKILL to any pid still running.
-struct Guard {
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = mesh_testnet::run(
-            TestnetCommand::Down {
-                dir: self.dir.clone(),
-            },
-            meshd(),
-        );
-        if let Ok(file) = TestnetFile::load(&self.dir) {
-            for node in file.nodes.iter().filter(|node| node_alive(node)) {
-                let _ = std::process::Command::new("kill")
-                    .arg("-KILL")
-                    .arg(node.pid.to_string())
-                    .status();
-            }
-        }
-    }
 }
 
 fn up_detached(dir: &Path) -> Result<(), TestnetError> {
