@@ -46,7 +46,7 @@ pub use setup::{ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, VALIDATOR_POWER, V
 pub use state::{NodeEntry, TestnetFile, TESTNET_FILE};
 
 /// Directory used when `--dir` is not given (relative to the current directory).
-pub const DEFAULT_DIR: &str = "testnet";
+pub const DEFAULT_DIR: &str = "mesh-testnet";
 /// Default number of validators.
 pub const DEFAULT_VALIDATORS: u32 = 4;
 /// Default number of development accounts.
