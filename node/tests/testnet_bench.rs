@@ -46,6 +46,8 @@ fn bench_at_50_tx_per_s_finalizes_every_accepted_transaction_exactly_once() {
         accounts: None,
         op: BenchOp::Transfer,
         value_bytes: 0,
+        nodes: None,
+        stop: None,
     })
     .expect("bench");
 
@@ -92,6 +94,10 @@ fn bench_at_50_tx_per_s_finalizes_every_accepted_transaction_exactly_once() {
     );
     assert_eq!(run.finalized_twice, 0);
     assert_eq!(run.accepted_hashes.len() as u64, run.accepted);
+    assert_eq!(
+        run.finalized_hashes, run.accepted_hashes,
+        "every accepted transaction was seen final"
+    );
     assert!(run.finalized_tps > 10.0, "{}", run.finalized_tps);
     assert!(
         run.submitted_tps > 40.0 && run.submitted_tps < 60.0,
@@ -167,6 +173,7 @@ fn bench_at_50_tx_per_s_finalizes_every_accepted_transaction_exactly_once() {
             accounts: Some(2),
             op: BenchOp::Put,
             value_bytes: 64,
+            nodes: Some(vec![1, 2]),
         },
         meshd(),
     )
@@ -188,6 +195,7 @@ fn bench_at_50_tx_per_s_finalizes_every_accepted_transaction_exactly_once() {
             accounts: None,
             op: BenchOp::Transfer,
             value_bytes: 0,
+            nodes: None,
         },
         meshd(),
     )

@@ -4,7 +4,7 @@
 //! (`mesh_getAccount`), pre-signs every transaction of a run, then submits them at the target
 //! rate (`mesh_sendTransaction`, at most [`IN_FLIGHT_MAX`] requests in flight) spread over every
 //! running node — each account always to the same node (account `a` to node `a mod n`), so one
-//! node sees an account's nonces in order. It follows finality with a `mesh_subscribeBlocks`
+//! node sees an account's nonces in order (`--nodes` narrows the nodes submitted to). It follows finality with a `mesh_subscribeBlocks`
 //! WebSocket subscription on the first running node, reading each final block's transaction
 //! hashes (`mesh_getBlock`), and measures the latency from just before the submission to the
 //! arrival of the block's notification.
@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +82,7 @@ impl std::str::FromStr for BenchRate {
 }
 
 /// Options of one bench.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// The testnet directory.
     pub dir: PathBuf,
@@ -95,6 +96,13 @@ pub struct BenchOptions {
     pub op: BenchOp,
     /// Value size of `put` transactions.
     pub value_bytes: usize,
+    /// Indexes (into testnet.json) of the nodes to submit to and follow finality on (the first
+    /// one); `None`: every running node.
+    pub nodes: Option<Vec<usize>>,
+    /// Raised by the caller to end the submissions early (a fixed-rate run then drains and
+    /// reports as if its duration were over): scenario checks load the network for exactly as
+    /// long as their faults last.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// One run at one target rate.
@@ -126,6 +134,10 @@ pub struct BenchRun {
     pub seconds: Vec<SecondSample>,
     /// Every accepted transaction's hash (`0x…`), for durability checks.
     pub accepted_hashes: Vec<String>,
+    /// The accepted transactions the bench saw final (`0x…`, submission order): what it was
+    /// told is durable, so what must be in the chain exactly once on every node.
+    #[serde(default)]
+    pub finalized_hashes: Vec<String>,
 }
 
 /// Latency percentiles, milliseconds (0 when nothing was finalized).
@@ -199,12 +211,27 @@ struct KeyFile {
 /// Runs the bench and writes its report and plot; returns the report and the JSON's path.
 pub fn bench(options: &BenchOptions) -> Result<(BenchReport, PathBuf), TestnetError> {
     let file = TestnetFile::load(&options.dir)?;
-    let nodes: Vec<NodeEntry> = file
-        .nodes
-        .iter()
-        .filter(|node| process::node_alive(node))
-        .cloned()
-        .collect();
+    let nodes: Vec<NodeEntry> = match &options.nodes {
+        None => file
+            .nodes
+            .iter()
+            .filter(|node| process::node_alive(node))
+            .cloned()
+            .collect(),
+        Some(indexes) => {
+            let mut chosen = Vec::with_capacity(indexes.len());
+            for &index in indexes {
+                let node = file.node(index)?;
+                if !process::node_alive(node) {
+                    return Err(TestnetError::NotRunning {
+                        name: node.name.clone(),
+                    });
+                }
+                chosen.push(node.clone());
+            }
+            chosen
+        }
+    };
     if nodes.is_empty() {
         return Err(TestnetError::Usage(format!(
             "no node of the testnet in {} is running; start it with `meshd testnet up --detach`",
@@ -228,6 +255,7 @@ pub fn bench(options: &BenchOptions) -> Result<(BenchReport, PathBuf), TestnetEr
         fee,
         op: options.op,
         value_bytes: options.value_bytes,
+        stop: options.stop.clone(),
     };
     let (runs, saturation) = runtime.block_on(async {
         match options.rate {
@@ -296,6 +324,15 @@ struct Context {
     fee: u64,
     op: BenchOp,
     value_bytes: usize,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Context {
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::SeqCst))
+    }
 }
 
 /// What the follower saw: the instant each transaction hash became final, and the hashes seen
@@ -426,7 +463,7 @@ async fn run_once(ctx: &Context, rate: f64, duration: Duration) -> Result<BenchR
     let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let mut progress_at = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    while sent < total {
+    while sent < total && !ctx.stopped() {
         let due = usize::try_from(to_count((start.elapsed().as_secs_f64() * rate).ceil()))
             .unwrap_or(usize::MAX)
             .min(total);
@@ -523,6 +560,7 @@ fn tally(
     let mut latencies: Vec<f64> = Vec::new();
     let mut per_second: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut accepted_hashes = Vec::new();
+    let mut finalized_hashes = Vec::new();
     let mut last_final = start;
     for outcome in outcomes {
         match &outcome.result {
@@ -530,6 +568,7 @@ fn tally(
             Ok(()) => {
                 accepted_hashes.push(outcome.hash.to_string());
                 if let Some(&at) = seen.at.get(&outcome.hash) {
+                    finalized_hashes.push(outcome.hash.to_string());
                     let ms = at.saturating_duration_since(outcome.at).as_secs_f64() * 1000.0;
                     latencies.push(ms);
                     let second = at.saturating_duration_since(start).as_secs();
@@ -580,6 +619,7 @@ fn tally(
         },
         seconds,
         accepted_hashes,
+        finalized_hashes,
     }
 }
 
@@ -668,7 +708,7 @@ fn filler(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// `account-<i>.json` in index order; the first `limit`.
-fn load_keys(dir: &Path, limit: Option<usize>) -> Result<Vec<SecretKey>, TestnetError> {
+pub(crate) fn load_keys(dir: &Path, limit: Option<usize>) -> Result<Vec<SecretKey>, TestnetError> {
     let entries = std::fs::read_dir(dir).map_err(|source| TestnetError::io(dir, source))?;
     let mut files: Vec<(u64, PathBuf)> = entries
         .filter_map(Result::ok)
@@ -714,7 +754,7 @@ fn load_keys(dir: &Path, limit: Option<usize>) -> Result<Vec<SecretKey>, Testnet
 }
 
 /// The chain's `fee_min` from a home's genesis.json.
-fn fee_min(home: &Path) -> u64 {
+pub(crate) fn fee_min(home: &Path) -> u64 {
     std::fs::read_to_string(home.join("genesis.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())

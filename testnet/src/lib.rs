@@ -19,12 +19,15 @@
 //! as `meshd testnet …`); docs/testnet.md is the user guide.
 //!
 //! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`,
-//! `pause`/`resume`, `partition`/`heal`, `bench`. Not yet: `init --hosts`.
+//! `pause`/`resume`, `partition`/`heal`, `join`, `bench`, `scenario` (named invariant checks in
+//! `invariants.rs`). Not yet: `init --hosts`.
 
 mod bench;
 mod faults;
+mod invariants;
 mod metrics;
 mod process;
+mod scenario;
 mod setup;
 mod state;
 
@@ -40,8 +43,13 @@ pub use bench::{
     SecondSample, DRAIN_TIMEOUT, IN_FLIGHT_MAX, MAX_P99, MAX_START_RATE, MAX_STEPS,
 };
 pub use faults::{parse_groups, peer_id_of, Partition, PARTITION_FILE};
+pub use invariants::{check_durability, Invariant, Passed};
 pub use metrics::{scrape_metrics, NodeMetrics};
 pub use process::{node_alive, STOP_TIMEOUT};
+pub use scenario::{
+    scenario, Scenario, ScenarioOptions, ScenarioReport, CATCH_UP_BLOCKS, DEFAULT_LOAD_RATE,
+    FAULT_WINDOW, JOIN_AFTER, LOAD_SECONDS_MAX, PAUSE_FOR, STALL_MAX,
+};
 pub use setup::{ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, VALIDATOR_POWER, VIEW_TIMEOUT_MS};
 pub use state::{NodeEntry, TestnetFile, TESTNET_FILE};
 
@@ -152,6 +160,27 @@ pub enum TestnetCommand {
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
     },
+    /// Add a full node to the running network (new home, same genesis, every node a bootnode);
+    /// it syncs the chain from its peers. Prints its index.
+    Join {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Run a fault scenario against the running network and check the invariants the mesh
+    /// promises after it (agreement, state agreement, liveness, durability, …); exits ≠ 0 at
+    /// the first violation. Needs at least 4 validators and 2 development accounts.
+    Scenario {
+        /// Which scenario (`all`: every one in order under one load, then durability).
+        #[arg(value_enum)]
+        name: Scenario,
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Rate of the background load (scenarios `crash-restart` and `all`), tx/s.
+        #[arg(long, value_name = "R", default_value_t = DEFAULT_LOAD_RATE)]
+        load_rate: u32,
+    },
     /// Load the running network: pre-signed transactions from the development accounts at a
     /// target rate, finality followed by subscription; writes DIR/bench-<time>.json and .svg.
     Bench {
@@ -173,6 +202,10 @@ pub enum TestnetCommand {
         /// Value size of `--op put`, bytes.
         #[arg(long, value_name = "B", default_value_t = 100)]
         value_bytes: usize,
+        /// Submit only to these nodes (indexes, `0,1`); finality is followed on the first
+        /// [default: every running node].
+        #[arg(long, value_name = "I,J,…", value_delimiter = ',')]
+        nodes: Option<Vec<usize>>,
     },
 }
 
@@ -284,6 +317,14 @@ pub enum TestnetError {
     /// The bench could not run (a node refused a setup call, the runtime failed).
     #[error("bench: {0}")]
     Bench(String),
+    /// A scenario check failed: the named invariant does not hold.
+    #[error("invariant violated: {invariant}: {detail}")]
+    Violated {
+        /// The invariant's name ([`Invariant::name`]).
+        invariant: &'static str,
+        /// What was observed.
+        detail: String,
+    },
     /// The signal handler for the foreground loop could not be installed.
     #[error("cannot watch for Ctrl-C: {0}")]
     Signal(std::io::Error),
@@ -364,6 +405,20 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
         TestnetCommand::Resume { dir, node } => faults::resume(&dir, node),
         TestnetCommand::Partition { dir, groups } => faults::partition(&dir, &groups),
         TestnetCommand::Heal { dir } => faults::heal(&dir),
+        TestnetCommand::Join { dir } => join(meshd, &setup::absolute(&dir)?).map(|_| ()),
+        TestnetCommand::Scenario {
+            name,
+            dir,
+            load_rate,
+        } => scenario::scenario(
+            meshd,
+            &ScenarioOptions {
+                dir,
+                scenario: name,
+                load_rate: f64::from(load_rate),
+            },
+        )
+        .map(|_| ()),
         TestnetCommand::Bench {
             dir,
             rate,
@@ -371,6 +426,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             accounts,
             op,
             value_bytes,
+            nodes,
         } => {
             let rate = rate.parse::<BenchRate>().map_err(TestnetError::Usage)?;
             if duration == 0 || duration > 3_600 {
@@ -385,6 +441,8 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
                 accounts,
                 op,
                 value_bytes,
+                nodes,
+                stop: None,
             };
             bench::bench(&options).map(|_| ())
         }
@@ -714,13 +772,50 @@ fn foreground(file: &TestnetFile, children: &mut [(NodeEntry, Child)], stop: &St
     }
 }
 
-fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
+/// `join`: writes a full node's home, records it in testnet.json and starts it; returns its
+/// index.
+pub(crate) fn join(meshd: &Path, dir: &Path) -> Result<usize, TestnetError> {
     let mut file = TestnetFile::load(dir)?;
-    let entry = file.node(index)?.clone();
+    if u32::try_from(file.nodes.len()).map_or(true, |count| count >= NODES_MAX) {
+        return Err(TestnetError::Usage(format!(
+            "the testnet already has {} nodes, the most one testnet holds ({NODES_MAX})",
+            file.nodes.len()
+        )));
+    }
+    if !file.nodes.iter().any(node_alive) {
+        return Err(TestnetError::Usage(format!(
+            "no node of the testnet in {} is running: a joining node needs peers; start it with `meshd testnet up --detach --dir {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let entry = setup::add_full_node(meshd, dir, &file)?;
+    let index = file.nodes.len();
+    println!(
+        "joining {} as a full node: {}",
+        entry.name,
+        entry.home.display()
+    );
+    file.nodes.push(entry);
+    file.save(dir)?;
+    start_node(meshd, dir, index, "started")?;
+    Ok(index)
+}
+
+pub(crate) fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
+    let entry = TestnetFile::load(dir)?.node(index)?.clone();
     if node_alive(&entry) {
         println!("stopping {} (pid {})", entry.name, entry.pid);
         process::stop_nodes(std::slice::from_ref(&entry))?;
     }
+    start_node(meshd, dir, index, "restarted")
+}
+
+/// Starts node `index` (not running) on its home, records its pid, waits until it answers on
+/// its metrics endpoint and re-applies a recorded partition to it.
+fn start_node(meshd: &Path, dir: &Path, index: usize, verb: &str) -> Result<(), TestnetError> {
+    let mut file = TestnetFile::load(dir)?;
+    let entry = file.node(index)?.clone();
     let mut child = process::spawn_node(meshd, &entry.home)?;
     file.nodes[index].pid = child.id();
     file.save(dir)?;
@@ -737,7 +832,7 @@ fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
         // Answering is enough: a node serves metrics before it has restored its chain.
         if scrape_metrics(&entry.metrics).is_some() {
             println!(
-                "restarted {} (pid {}); it syncs what it missed from its peers",
+                "{verb} {} (pid {}); it syncs what it misses from its peers",
                 entry.name,
                 child.id()
             );
@@ -748,7 +843,7 @@ fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
             let _ = child.kill();
             let _ = child.wait();
             return Err(TestnetError::Timeout(format!(
-                "{} did not answer on {} within {} s after restart; last lines of its log:\n{}",
+                "{} did not answer on {} within {} s after it was {verb}; last lines of its log:\n{}",
                 entry.name,
                 entry.metrics,
                 RESTART_TIMEOUT.as_secs(),

@@ -23,6 +23,8 @@ pub struct NodeMetrics {
     pub mempool_txs: u64,
     /// `mesh_txs_finalized_total`.
     pub txs_finalized: u64,
+    /// `mesh_evidence_reported_total`: equivocations this node has seen (0 in a healthy net).
+    pub evidence_reported: u64,
 }
 
 /// Scrapes `http://<addr>/metrics` (`addr` as in testnet.json, `127.0.0.1:<port>`); `None` when
@@ -68,6 +70,7 @@ fn parse(text: &str) -> NodeMetrics {
             "mesh_peers" => &mut metrics.peers,
             "mesh_mempool_txs" => &mut metrics.mempool_txs,
             "mesh_txs_finalized_total" => &mut metrics.txs_finalized,
+            "mesh_evidence_reported_total" => &mut metrics.evidence_reported,
             _ => continue,
         };
         if let Some(number) = parse_count(value) {
@@ -106,6 +109,7 @@ mod tests {
             # TYPE mesh_txs_finalized counter\n\
             mesh_txs_finalized_total 250.0\n\
             mesh_txs_finalized_created 1.7e9\n\
+            mesh_evidence_reported_total 1\n\
             mesh_rejected_messages_total{source=\"tx\",reason=\"malformed\"} 2\n\
             # EOF\n";
         assert_eq!(
@@ -116,6 +120,7 @@ mod tests {
                 peers: 3,
                 mempool_txs: 0,
                 txs_finalized: 250,
+                evidence_reported: 1,
             }
         );
     }

@@ -370,6 +370,59 @@ pub(crate) fn absolute(dir: &Path) -> Result<PathBuf, TestnetError> {
     Ok(current.join(dir))
 }
 
+/// Writes the home of one more full node for the network in `dir` (absolute): `meshd init`,
+/// the network's genesis (copied from the first node's home), free loopback ports and every
+/// existing node as a bootnode. Returns its entry with pid 0; the caller records and starts it.
+pub(crate) fn add_full_node(
+    meshd: &Path,
+    dir: &Path,
+    file: &TestnetFile,
+) -> Result<NodeEntry, TestnetError> {
+    let index = file.nodes.len();
+    let first = file.nodes.first().ok_or_else(|| TestnetError::Malformed {
+        path: TestnetFile::path(dir).display().to_string(),
+        reason: "it lists no node".into(),
+    })?;
+    let name = format!("node-{index}");
+    let home = dir.join("nodes").join(&name);
+    if home.exists() {
+        return Err(TestnetError::Usage(format!(
+            "{} already exists but testnet.json lists {index} node(s); remove it or use another --dir",
+            home.display()
+        )));
+    }
+    let genesis_path = first.home.join("genesis.json");
+    let genesis =
+        std::fs::read(&genesis_path).map_err(|source| TestnetError::io(&genesis_path, source))?;
+    let ports = choose_ports(1, None)?;
+    let written = (|| {
+        meshd_init(meshd, &home, &name)?;
+        remove_file(&home.join("account_key.json"))?;
+        remove_file(&home.join("validator_key.json"))?;
+        write_private(&home.join("genesis.json"), &genesis)?;
+        let bootnodes: Vec<String> = file.nodes.iter().map(|node| node.p2p.clone()).collect();
+        rewrite_config(&home.join("config.toml"), &name, ports[0], &bootnodes)?;
+        peer_id(&home.join("node_key.json"))
+    })();
+    let peer = match written {
+        Ok(peer) => peer,
+        Err(err) => {
+            // Half a home would make the next `join` refuse: leave nothing behind.
+            let _ = std::fs::remove_dir_all(&home);
+            return Err(err);
+        }
+    };
+    Ok(NodeEntry {
+        name,
+        pid: 0,
+        home,
+        rpc: format!("http://127.0.0.1:{}", ports[0].rpc),
+        p2p: format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", ports[0].p2p),
+        metrics: format!("127.0.0.1:{}", ports[0].metrics),
+        validator: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
