@@ -13,6 +13,8 @@
 //! multiplying the rate by 1.5, until the finalized tx/s stops growing (under 5 % above the best
 //! step), p99 latency exceeds [`MAX_P99`], more than 5 % of submissions are rejected, or
 //! [`MAX_STEPS`] steps ran; the saturation point is the step with the most finalized tx/s.
+//! Then it runs at [`LOAD_FRACTIONS`] (50 % and 80 %) of that maximum finalized rate, for the
+//! latency of a network that keeps up.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal as _;
@@ -37,6 +39,8 @@ pub const IN_FLIGHT_MAX: usize = 256;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--rate max`: the first step's rate, tx/s.
 pub const MAX_START_RATE: f64 = 50.0;
+/// `--rate max`: after the saturation point, one run at each of these fractions of it.
+pub const LOAD_FRACTIONS: [f64; 2] = [0.5, 0.8];
 /// `--rate max`: a step whose p99 latency exceeds this is past saturation.
 pub const MAX_P99: Duration = Duration::from_secs(5);
 /// `--rate max`: most steps.
@@ -162,6 +166,15 @@ pub struct SecondSample {
     pub p50_ms: f64,
 }
 
+/// A run at a fraction of the maximum finalized rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoadPoint {
+    /// The fraction (0.5 = 50 %).
+    pub fraction: f64,
+    /// Index into `runs`.
+    pub run: usize,
+}
+
 /// One node's resource use during the bench.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeUsage {
@@ -197,6 +210,9 @@ pub struct BenchReport {
     pub runs: Vec<BenchRun>,
     /// With `--rate max`: index into `runs` of the saturation point (most finalized tx/s).
     pub saturation: Option<usize>,
+    /// With `--rate max`: the runs at fractions of the saturation point's finalized tx/s.
+    #[serde(default)]
+    pub load_points: Vec<LoadPoint>,
     /// Per node, CPU and memory.
     pub node_usage: Vec<NodeUsage>,
 }
@@ -257,13 +273,37 @@ pub fn bench(options: &BenchOptions) -> Result<(BenchReport, PathBuf), TestnetEr
         value_bytes: options.value_bytes,
         stop: options.stop.clone(),
     };
-    let (runs, saturation) = runtime.block_on(async {
+    let (runs, saturation, load_points) = runtime.block_on(async {
         match options.rate {
             BenchRate::Fixed(rate) => {
                 let run = run_once(&ctx, rate, options.duration).await?;
-                Ok::<_, TestnetError>((vec![run], None))
+                Ok::<_, TestnetError>((vec![run], None, Vec::new()))
             }
-            BenchRate::Max => find_max(&ctx, options.duration).await,
+            BenchRate::Max => {
+                let (mut runs, saturation) = find_max(&ctx, options.duration).await?;
+                let mut points = Vec::new();
+                if let Some(best) = saturation.and_then(|i| runs.get(i)) {
+                    let max = best.finalized_tps;
+                    for fraction in LOAD_FRACTIONS {
+                        if ctx.stopped() || max * fraction <= 0.0 {
+                            break;
+                        }
+                        eprintln!(
+                            "at {:.0} % of the maximum: {:.0} tx/s for {} s",
+                            fraction * 100.0,
+                            max * fraction,
+                            options.duration.as_secs()
+                        );
+                        let run = run_once(&ctx, max * fraction, options.duration).await?;
+                        points.push(LoadPoint {
+                            fraction,
+                            run: runs.len(),
+                        });
+                        runs.push(run);
+                    }
+                }
+                Ok((runs, saturation, points))
+            }
         }
     })?;
     let seconds = wall.elapsed().as_secs_f64();
@@ -294,6 +334,7 @@ pub fn bench(options: &BenchOptions) -> Result<(BenchReport, PathBuf), TestnetEr
         },
         runs,
         saturation,
+        load_points,
         node_usage,
     };
     let stamp = started_unix_ms;
@@ -852,6 +893,19 @@ pub(crate) fn summary(report: &BenchReport) -> String {
             run.finalized_tps, run.target_rate, run.latency_ms.p50, run.latency_ms.p99
         ));
     }
+    for point in &report.load_points {
+        if let Some(run) = report.runs.get(point.run) {
+            out.push_str(&format!(
+                "at {:.0} % of that ({:.1} tx/s): {:.1} finalized tx/s, p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms\n",
+                point.fraction * 100.0,
+                run.target_rate,
+                run.finalized_tps,
+                run.latency_ms.p50,
+                run.latency_ms.p90,
+                run.latency_ms.p99
+            ));
+        }
+    }
     for run in &report.runs {
         if run.submitted_tps < run.target_rate * 0.9 {
             out.push_str(&format!(
@@ -1009,6 +1063,61 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_names_the_saturation_point_and_the_load_points() {
+        let run = |target: f64, finalized_tps: f64, p99: f64| {
+            let mut run = tally(target, 1.0, Instant::now(), &[], &Finality::default());
+            run.finalized_tps = finalized_tps;
+            run.submitted_tps = target;
+            run.latency_ms = Latency {
+                p50: p99 / 2.0,
+                p90: p99 * 0.9,
+                p99,
+            };
+            run
+        };
+        let report = BenchReport {
+            chain_id: "c".into(),
+            started_unix_ms: 0,
+            op: BenchOp::Transfer,
+            value_bytes: 0,
+            accounts: 4,
+            nodes: 4,
+            mode: "max".into(),
+            runs: vec![
+                run(50.0, 50.0, 200.0),
+                run(75.0, 70.0, 900.0),
+                run(35.0, 35.0, 150.0),
+                run(56.0, 56.0, 300.0),
+            ],
+            saturation: Some(1),
+            load_points: vec![
+                LoadPoint {
+                    fraction: 0.5,
+                    run: 2,
+                },
+                LoadPoint {
+                    fraction: 0.8,
+                    run: 3,
+                },
+            ],
+            node_usage: vec![],
+        };
+        let text = summary(&report);
+        assert!(
+            text.contains("saturation: 70.0 finalized tx/s at a target of 75.0 tx/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("at 50 % of that (35.0 tx/s): 35.0 finalized tx/s, p50 75 ms, p90 135 ms, p99 150 ms"),
+            "{text}"
+        );
+        assert!(text.contains("at 80 % of that (56.0 tx/s)"), "{text}");
+        let json = serde_json::to_string(&report).unwrap();
+        let back: BenchReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.load_points, report.load_points);
+    }
+
+    #[test]
     fn the_plot_is_an_svg_with_two_lines() {
         let report = BenchReport {
             chain_id: "c".into(),
@@ -1020,6 +1129,7 @@ mod tests {
             mode: "fixed".into(),
             runs: vec![],
             saturation: None,
+            load_points: vec![],
             node_usage: vec![],
         };
         let text = svg(&report);

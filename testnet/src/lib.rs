@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use bench::{
-    bench, BenchOp, BenchOptions, BenchRate, BenchReport, BenchRun, Latency, NodeUsage,
-    SecondSample, DRAIN_TIMEOUT, IN_FLIGHT_MAX, MAX_P99, MAX_START_RATE, MAX_STEPS,
+    bench, BenchOp, BenchOptions, BenchRate, BenchReport, BenchRun, Latency, LoadPoint, NodeUsage,
+    SecondSample, DRAIN_TIMEOUT, IN_FLIGHT_MAX, LOAD_FRACTIONS, MAX_P99, MAX_START_RATE, MAX_STEPS,
 };
 pub use faults::{parse_groups, peer_id_of, Partition, PARTITION_FILE};
 pub use invariants::{check_durability, Invariant, Passed};
