@@ -16,7 +16,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_ledger::Genesis;
-use mesh_node::config::{Config, ConsensusSettings};
+use mesh_node::config::{
+    Config, ConsensusSettings, DEFAULT_METRICS_PORT, DEFAULT_P2P_PORT, DEFAULT_RPC_PORT,
+};
 use mesh_testnet::scrape_metrics;
 
 /// Longest wait for every node to finalize height 2.
@@ -345,6 +347,11 @@ fn mixed_hosts_give_production_homes_the_node_accepts() {
             30403,
         ),
     ];
+    // The first node of a host uses the node's own default ports.
+    assert_eq!(nodes[0]["p2p_port"], DEFAULT_P2P_PORT);
+    assert_eq!(nodes[0]["rpc_port"], DEFAULT_RPC_PORT);
+    assert_eq!(nodes[0]["metrics_port"], DEFAULT_METRICS_PORT);
+    assert!(nodes[3]["validator_address"].is_null());
     let dial: Vec<&str> = nodes.iter().map(|n| n["p2p"].as_str().unwrap()).collect();
     for (index, (node, (host, listen, dial_prefix, p2p))) in nodes.iter().zip(expected).enumerate()
     {
