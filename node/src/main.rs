@@ -81,8 +81,9 @@ enum Command {
         #[command(subcommand)]
         command: wallet::QueryCommand,
     },
-    /// A local multi-node network of real `meshd run` processes on loopback: `up`, `status`,
-    /// `down`, `kill`, `restart` (see docs/testnet.md).
+    /// Networks of real `meshd run` processes: a local one on loopback (`up`, `status`, `down`,
+    /// faults, `join`, `bench`, `scenario`) and homes for several machines (`init`); see
+    /// docs/testnet.md.
     Testnet {
         #[command(subcommand)]
         command: mesh_testnet::TestnetCommand,

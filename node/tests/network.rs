@@ -450,6 +450,30 @@ async fn block_peer_disconnects_and_refuses_until_unblocked() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootnode_given_by_host_name_is_resolved_and_dialed() {
+    let a = start(config(vec![])).await;
+    let port = a
+        .addr()
+        .await
+        .iter()
+        .find_map(|protocol| match protocol {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let by_name: Multiaddr = format!("/dns4/localhost/tcp/{port}/p2p/{}", a.id())
+        .parse()
+        .unwrap();
+    let b = start(config(vec![by_name])).await;
+    let (ida, idb) = (a.id(), b.id());
+    wait_until!("B dialed A by name", {
+        a.connected().await == vec![idb] && b.connected().await == vec![ida]
+    });
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn invalid_config_is_refused() {
     let mut bad_chain = config(vec![]);

@@ -11,7 +11,8 @@
 //!
 //! It must never link the node's internals (`mesh_node`): it drives real `meshd` processes
 //! through their command line, files, metrics and RPC endpoints only, so what it tests is what
-//! operators run. It must never bind anything but loopback, never signal a pid that is not
+//! operators run. The nodes it starts must never bind anything but loopback (the homes `init`
+//! writes for other machines are the operator's to start), never signal a pid that is not
 //! the recorded node (the command line must name its home), and never leave a node it started
 //! running after a failed `up` or a Ctrl-C of a foreground `up`.
 //!
@@ -20,9 +21,11 @@
 //!
 //! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`,
 //! `pause`/`resume`, `partition`/`heal`, `join`, `bench`, `scenario` (named invariant checks in
-//! `invariants.rs`). Not yet: `init --hosts`.
+//! `invariants.rs`), and `init --hosts` (homes for a network on several machines, started by the
+//! operator: docs/operators.md).
 
 mod bench;
+mod deploy;
 mod faults;
 mod invariants;
 mod metrics;
@@ -71,6 +74,35 @@ pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 /// `meshd testnet …`.
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum TestnetCommand {
+    /// Write the homes, shared genesis and DIR/network.json of a network spread over several
+    /// machines, with production settings, and start nothing: copy each home to its host and
+    /// run `meshd run --home …` there (docs/operators.md, "Deploy a network on several
+    /// machines").
+    Init {
+        /// Number of validators.
+        #[arg(long, value_name = "N")]
+        validators: u32,
+        /// Comma-separated hosts (IPv4, IPv6 or DNS names) the nodes run on and are dialled
+        /// at; node i (validators first) runs on host i mod the number of hosts.
+        #[arg(long, value_name = "H1,H2,…")]
+        hosts: String,
+        /// New (absent or empty) directory to write: nodes/<name>/, accounts/, genesis.json,
+        /// network.json.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Number of full nodes (same genesis, no validator key), placed after the validators.
+        #[arg(long, value_name = "M", default_value_t = 0)]
+        full_nodes: u32,
+        /// Number of funded accounts, one key file each in DIR/accounts/.
+        #[arg(long, value_name = "K", default_value_t = deploy::DEFAULT_ACCOUNTS)]
+        accounts: u32,
+        /// Chain id of the genesis.
+        #[arg(long, value_name = "ID", default_value = deploy::DEFAULT_CHAIN_ID)]
+        chain_id: String,
+        /// The j-th node on a host listens on P+3j (p2p), P+3j+1 (RPC), P+3j+2 (metrics).
+        #[arg(long, value_name = "P", default_value_t = deploy::DEFAULT_BASE_PORT)]
+        base_port: u16,
+    },
     /// Create and start a local network (or restart the one already in DIR, with its data),
     /// wait until a block is final, write DIR/testnet.json and show a live status table until
     /// Ctrl-C, which stops every node. With --detach, return once the network is up.
@@ -347,6 +379,26 @@ impl TestnetError {
 /// flag), then stops every node. `--detach` installs no signal handler.
 pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
     match command {
+        TestnetCommand::Init {
+            validators,
+            hosts,
+            out,
+            full_nodes,
+            accounts,
+            chain_id,
+            base_port,
+        } => deploy::init(
+            meshd,
+            &deploy::InitRequest {
+                validators,
+                full_nodes,
+                hosts,
+                out,
+                accounts,
+                chain_id,
+                base_port,
+            },
+        ),
         TestnetCommand::Up {
             validators,
             full_nodes,

@@ -199,7 +199,7 @@ fn choose_ports(count: usize, base: Option<u16>) -> Result<Vec<Ports>, TestnetEr
         .collect())
 }
 
-fn meshd_init(meshd: &Path, home: &Path, name: &str) -> Result<(), TestnetError> {
+pub(crate) fn meshd_init(meshd: &Path, home: &Path, name: &str) -> Result<(), TestnetError> {
     let output = Command::new(meshd)
         .arg("init")
         .arg("--home")
@@ -284,7 +284,7 @@ fn rewrite_config(
 
 /// The libp2p peer id of a home's `node_key.json` (`{"ed25519_seed": "0x…"}`), derived the
 /// way the node derives its own.
-fn peer_id(path: &Path) -> Result<String, TestnetError> {
+pub(crate) fn peer_id(path: &Path) -> Result<String, TestnetError> {
     let file: NodeKeyFile = read_json(path)?;
     let malformed = |reason: String| TestnetError::Malformed {
         path: path.display().to_string(),
@@ -298,7 +298,7 @@ fn peer_id(path: &Path) -> Result<String, TestnetError> {
 }
 
 /// A key file in the node's format: `{"address": "0x…", "secret": "0x…"}`, mode 0600.
-fn write_key(path: &Path, key: &SecretKey) -> Result<(), TestnetError> {
+pub(crate) fn write_key(path: &Path, key: &SecretKey) -> Result<(), TestnetError> {
     let file = KeyFile {
         address: key.address(),
         secret: to_hex(&key.seed()),
@@ -311,7 +311,7 @@ fn write_key(path: &Path, key: &SecretKey) -> Result<(), TestnetError> {
 }
 
 /// Writes a file readable by the owner only (replacing any old one).
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), TestnetError> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), TestnetError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -327,7 +327,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TestnetError> {
     write().map_err(|source| TestnetError::io(path, source))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TestnetError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TestnetError> {
     let text = std::fs::read_to_string(path).map_err(|source| TestnetError::io(path, source))?;
     serde_json::from_str(&text).map_err(|err| TestnetError::Malformed {
         path: path.display().to_string(),
@@ -335,11 +335,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TestnetErro
     })
 }
 
-fn create_dir(path: &Path) -> Result<(), TestnetError> {
+pub(crate) fn create_dir(path: &Path) -> Result<(), TestnetError> {
     std::fs::create_dir_all(path).map_err(|source| TestnetError::io(path, source))
 }
 
-fn remove_file(path: &Path) -> Result<(), TestnetError> {
+pub(crate) fn remove_file(path: &Path) -> Result<(), TestnetError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -347,13 +347,13 @@ fn remove_file(path: &Path) -> Result<(), TestnetError> {
     }
 }
 
-fn random_seed() -> [u8; 32] {
+pub(crate) fn random_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     seed
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

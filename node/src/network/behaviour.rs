@@ -206,6 +206,11 @@ pub(crate) fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, Ne
         .map_err(|e| NetworkError::Transport {
             reason: e.to_string(),
         })?
+        // Resolves /dns, /dns4 and /dns6 addresses with the system's resolver configuration.
+        .with_dns()
+        .map_err(|e| NetworkError::Transport {
+            reason: format!("cannot set up DNS resolution from the system configuration (/etc/resolv.conf): {e}"),
+        })?
         .with_behaviour(|_| behaviour)
         .map_err(|e| NetworkError::Transport {
             reason: e.to_string(),
