@@ -126,6 +126,7 @@ fn four_validators() -> (
         base_port: None,
         accounts: Some(2),
         detach: true,
+        netns: false,
     });
     let file = TestnetFile::load(&dir).unwrap();
     let start = max_height(&file);

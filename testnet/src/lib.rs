@@ -7,23 +7,29 @@
 //! `meshd run --home … --admin` child process, waits until a block is final, shows a live status
 //! table scraped from each node's `/metrics`, and stops, kills, restarts, pauses and resumes
 //! nodes by pid. `partition`/`heal` go through the admin endpoint `--admin` enables on each
-//! node's metrics listener; `bench` loads the network through its JSON-RPC API (`mesh_rpc`).
+//! node's metrics listener, or, when `up --netns` put each node in its own network namespace
+//! (`netns`), through routes there; `bench` loads the network through its JSON-RPC API
+//! (`mesh_rpc`).
 //!
 //! It must never link the node's internals (`mesh_node`): it drives real `meshd` processes
 //! through their command line, files, metrics and RPC endpoints only, so what it tests is what
-//! operators run. It must never bind anything but loopback, never signal a pid that is not
-//! the recorded node (the command line must name its home), and never leave a node it started
-//! running after a failed `up` or a Ctrl-C of a foreground `up`.
+//! operators run. It must never bind anything but loopback (or, with `up --netns`, private
+//! addresses inside the namespaces it creates on its own bridge), never signal a pid that is
+//! not the recorded node (the command line must name its home), and never leave a node it
+//! started running, or a namespace it created, after a failed `up` or a Ctrl-C of a
+//! foreground `up`.
 //!
 //! The entry point is [`run`] with a [`TestnetCommand`] (a `clap` subcommand that `meshd` embeds
 //! as `meshd testnet …`); docs/testnet.md is the user guide.
 //!
 //! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`,
-//! `pause`/`resume`, `partition`/`heal`, `bench`. Not yet: `init --hosts`.
+//! `pause`/`resume`, `partition`/`heal` (admin endpoint on loopback, routes in network
+//! namespaces with `up --netns`), `bench`. Not yet: `init --hosts`.
 
 mod bench;
 mod faults;
 mod metrics;
+mod netns;
 mod process;
 mod setup;
 mod state;
@@ -41,6 +47,7 @@ pub use bench::{
 };
 pub use faults::{parse_groups, peer_id_of, Partition, PARTITION_FILE};
 pub use metrics::{scrape_metrics, NodeMetrics};
+pub use netns::{NetnsFile, NetnsNode, NETNS_FILE};
 pub use process::{node_alive, STOP_TIMEOUT};
 pub use setup::{ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, VALIDATOR_POWER, VIEW_TIMEOUT_MS};
 pub use state::{NodeEntry, TestnetFile, TESTNET_FILE};
@@ -86,6 +93,11 @@ pub enum TestnetCommand {
         /// Return once the network is up and leave it running (stop it with `testnet down`).
         #[arg(long)]
         detach: bool,
+        /// Run each node in its own network namespace with its own address on a private
+        /// bridge, so `partition` cuts the network itself (Linux, root, iproute2). Only for a
+        /// new testnet; an existing one keeps the mode it was created with.
+        #[arg(long)]
+        netns: bool,
     },
     /// Print the status table of the network in DIR once (takes a second, to measure tx/s).
     Status {
@@ -284,6 +296,9 @@ pub enum TestnetError {
     /// The bench could not run (a node refused a setup call, the runtime failed).
     #[error("bench: {0}")]
     Bench(String),
+    /// `--netns` cannot work here, or an `ip` command failed.
+    #[error("network namespaces: {0}")]
+    Netns(String),
     /// The signal handler for the foreground loop could not be installed.
     #[error("cannot watch for Ctrl-C: {0}")]
     Signal(std::io::Error),
@@ -313,6 +328,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             base_port,
             accounts,
             detach,
+            netns,
         } => {
             let request = UpRequest {
                 validators,
@@ -320,7 +336,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
                 base_port,
                 accounts,
             };
-            up(meshd, &setup::absolute(&dir)?, request, detach)
+            up(meshd, &setup::absolute(&dir)?, request, detach, netns)
         }
         TestnetCommand::Status { dir } => {
             let file = TestnetFile::load(&dir)?;
@@ -328,6 +344,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             std::thread::sleep(Duration::from_secs(1));
             let second = sample(&file.nodes);
             print!("{}", status_table(&file, &first, &second, 1.0));
+            println!("{}", netns::mode_line(&dir)?);
             if let Some(partition) = Partition::load(&dir) {
                 println!(
                     "partitioned: {} (`meshd testnet heal` reconnects)",
@@ -340,8 +357,9 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             let file = TestnetFile::load(&dir)?;
             let running = file.nodes.iter().filter(|node| node_alive(node)).count();
             let killed = process::stop_nodes(&file.nodes)?;
+            let removed = netns::bring_down(&dir)?;
             println!(
-                "stopped {running} node(s) of {}{}",
+                "stopped {running} node(s) of {}{}{removed}",
                 dir.display(),
                 killed_note(&killed)
             );
@@ -400,7 +418,13 @@ struct UpRequest {
     accounts: Option<u32>,
 }
 
-fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), TestnetError> {
+fn up(
+    meshd: &Path,
+    dir: &Path,
+    request: UpRequest,
+    detach: bool,
+    netns: bool,
+) -> Result<(), TestnetError> {
     let shown = dir.display().to_string();
     let mut file = if TestnetFile::path(dir).exists() {
         let file = TestnetFile::load(dir)?;
@@ -412,6 +436,7 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
             });
         }
         check_same_shape(&file, request)?;
+        netns::check_mode(dir, netns)?;
         println!("restarting the testnet in {shown} with its data");
         file
     } else {
@@ -430,7 +455,7 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
             "creating a testnet in {shown}: {} validator(s), {} full node(s), {} account(s)",
             shape.validators, shape.full_nodes, shape.accounts
         );
-        match setup::create(meshd, dir, shape) {
+        match netns::create_testnet(meshd, dir, shape, netns) {
             Ok(file) => file,
             Err(err) => {
                 // The directory was absent or empty: leave it so, not half written.
@@ -440,8 +465,9 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
         }
     };
 
-    // Freshly started nodes hold no admin blocks.
+    // Freshly started nodes hold no admin blocks (and fresh namespaces no partition routes).
     faults::Partition::clear(dir)?;
+    let namespaces = netns::bring_up(dir)?;
     // In the foreground, SIGINT/SIGTERM are watched before the first node starts, so an
     // interrupt at any point stops every node.
     let stop = if detach {
@@ -450,14 +476,15 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
         Some(StopSignal::watch()?)
     };
     let mut children: Vec<(NodeEntry, Child)> = Vec::with_capacity(file.nodes.len());
-    let started = start_all(meshd, dir, &mut file, &mut children)
+    let started = start_all(meshd, dir, &mut file, &mut children, namespaces.as_ref())
         .and_then(|()| wait_live(&file, &mut children, stop.as_ref()));
     match started {
         Ok(true) => {}
         Ok(false) => {
             let killed = process::stop_children(&mut children);
+            let removed = netns::bring_down(dir)?;
             println!(
-                "interrupted during start-up; stopped every node{}",
+                "interrupted during start-up; stopped every node{}{removed}",
                 killed_note(&killed)
             );
             return Ok(());
@@ -466,6 +493,9 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
             let killed = process::stop_children(&mut children);
             if !killed.is_empty() {
                 eprintln!("killed {} after the failed start", killed.join(", "));
+            }
+            if let Err(teardown) = netns::bring_down(dir) {
+                eprintln!("{teardown}");
             }
             return Err(err);
         }
@@ -484,7 +514,8 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
     }
     println!("stopping {} node(s)…", children.len());
     let killed = process::stop_children(&mut children);
-    println!("stopped{}", killed_note(&killed));
+    let removed = netns::bring_down(dir)?;
+    println!("stopped{}{removed}", killed_note(&killed));
     Ok(())
 }
 
@@ -615,9 +646,11 @@ fn start_all(
     dir: &Path,
     file: &mut TestnetFile,
     children: &mut Vec<(NodeEntry, Child)>,
+    namespaces: Option<&NetnsFile>,
 ) -> Result<(), TestnetError> {
     for index in 0..file.nodes.len() {
-        let child = process::spawn_node(meshd, &file.nodes[index].home)?;
+        let namespace = namespaces.map(|n| n.namespace(index)).transpose()?;
+        let child = process::spawn_node(meshd, &file.nodes[index].home, namespace)?;
         file.nodes[index].pid = child.id();
         children.push((file.nodes[index].clone(), child));
         file.save(dir)?;
@@ -721,7 +754,8 @@ fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), TestnetError> {
         println!("stopping {} (pid {})", entry.name, entry.pid);
         process::stop_nodes(std::slice::from_ref(&entry))?;
     }
-    let mut child = process::spawn_node(meshd, &entry.home)?;
+    let namespace = netns::for_restart(dir, index)?;
+    let mut child = process::spawn_node(meshd, &entry.home, namespace.as_deref())?;
     file.nodes[index].pid = child.id();
     file.save(dir)?;
     let deadline = Instant::now() + RESTART_TIMEOUT;
@@ -894,6 +928,7 @@ mod tests {
             "--accounts",
             "7",
             "--detach",
+            "--netns",
         ])
         .unwrap();
         assert_eq!(
@@ -905,6 +940,7 @@ mod tests {
                 base_port: Some(40_000),
                 accounts: Some(7),
                 detach: true,
+                netns: true,
             }
         );
         let cli = Cli::try_parse_from(["meshd", "status"]).unwrap();
@@ -982,6 +1018,7 @@ mod tests {
                 base_port: None,
                 accounts: None,
                 detach: true,
+                netns: false,
             },
             Path::new("/nonexistent/meshd"),
         )
