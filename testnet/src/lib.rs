@@ -450,6 +450,9 @@ fn up(
             }
         }
         let shape = new_shape(request)?;
+        if netns {
+            netns::preflight()?;
+        }
         std::fs::create_dir_all(dir).map_err(|source| TestnetError::io(dir, source))?;
         println!(
             "creating a testnet in {shown}: {} validator(s), {} full node(s), {} account(s)",
