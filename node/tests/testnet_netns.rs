@@ -338,6 +338,11 @@ fn a_network_partition_stops_finality_and_heal_resumes_it() {
     up(&dir, None, None);
     let file = TestnetFile::load(&dir).unwrap();
     assert_in_namespaces(&file, &layout);
+    let resumed = heights(&file, &ALL);
+    assert!(
+        resumed.iter().all(|h| h.is_some_and(|h| h >= before)),
+        "the chain continues from height {before} with its data: {resumed:?}"
+    );
     wait_heights(
         &file,
         &ALL,
