@@ -131,7 +131,7 @@ impl NetnsFile {
 
 /// The layout of testnet number `subnet` with `count` nodes (names and addresses only; nothing
 /// is created here).
-pub(crate) fn plan(subnet: u8, count: usize) -> Result<NetnsFile, TestnetError> {
+fn plan(subnet: u8, count: usize) -> Result<NetnsFile, TestnetError> {
     if count > NODES_MAX {
         return Err(TestnetError::Usage(format!(
             "--netns puts at most {NODES_MAX} nodes on one /24 subnet"
@@ -418,7 +418,7 @@ fn used_now() -> Result<BTreeSet<u8>, TestnetError> {
 /// holds its subnet or its names — a process still running in one of its namespaces (another
 /// testnet that took the number while this one was down), or the subnet on a link that is not
 /// its bridge.
-pub(crate) fn check_reusable(file: &NetnsFile) -> Result<(), TestnetError> {
+fn check_reusable(file: &NetnsFile) -> Result<(), TestnetError> {
     let namespaces = ip(&["netns", "list"]).map_err(TestnetError::Netns)?;
     let existing = namespace_names(&namespaces);
     for node in file
@@ -467,7 +467,7 @@ fn namespace_names(list: &str) -> BTreeSet<String> {
 
 /// Creates whatever is missing of the bridge, the namespaces, the veths and the addresses
 /// (existing pieces are kept, so this also repairs a half-created testnet).
-pub(crate) fn create(file: &NetnsFile) -> Result<(), TestnetError> {
+fn create(file: &NetnsFile) -> Result<(), TestnetError> {
     for name in std::iter::once(&file.bridge).chain(file.nodes.iter().map(|n| &n.host_link)) {
         if name.len() > LINK_NAME_MAX {
             return Err(TestnetError::Netns(format!(
@@ -514,7 +514,7 @@ pub(crate) fn create(file: &NetnsFile) -> Result<(), TestnetError> {
 /// Deletes every veth, namespace and the bridge of the testnet; what is already gone is
 /// skipped, so it can run any number of times. Returns what it removed. Run it after the nodes
 /// have stopped: a namespace with a process still in it lives on (unnamed) until that exits.
-pub(crate) fn teardown(file: &NetnsFile) -> Result<Vec<String>, TestnetError> {
+fn teardown(file: &NetnsFile) -> Result<Vec<String>, TestnetError> {
     let namespaces = namespace_names(&ip(&["netns", "list"]).map_err(TestnetError::Netns)?);
     let mut removed = Vec::new();
     let mut failures = Vec::new();
@@ -552,7 +552,7 @@ pub(crate) fn teardown(file: &NetnsFile) -> Result<Vec<String>, TestnetError> {
 /// For each node, the node indexes whose traffic it must refuse under `partition`: a node in a
 /// group cuts every node outside it; a node named in no group cuts every node named in one
 /// (the named nodes cut it too, so every cut holds in both directions).
-pub(crate) fn cuts(partition: &Partition, count: usize) -> Vec<Vec<usize>> {
+fn cuts(partition: &Partition, count: usize) -> Vec<Vec<usize>> {
     let named: BTreeSet<usize> = partition.groups.iter().flatten().copied().collect();
     (0..count)
         .map(
@@ -566,7 +566,7 @@ pub(crate) fn cuts(partition: &Partition, count: usize) -> Vec<Vec<usize>> {
 
 /// The `ip -batch` lines that cut node `index` off from `cut` (indexes): one
 /// `route replace unreachable <address>/32` each (replace: running it twice is harmless).
-pub(crate) fn cut_lines(file: &NetnsFile, cut: &[usize]) -> Vec<String> {
+fn cut_lines(file: &NetnsFile, cut: &[usize]) -> Vec<String> {
     cut.iter()
         .filter_map(|&i| file.nodes.get(i))
         .map(|node| format!("route replace unreachable {}/32", node.address))
@@ -575,7 +575,7 @@ pub(crate) fn cut_lines(file: &NetnsFile, cut: &[usize]) -> Vec<String> {
 
 /// The `ip -batch` lines that lift every cut a partition may have put in node `index`'s
 /// namespace: `route del unreachable <address>/32` for every other node.
-pub(crate) fn heal_lines(file: &NetnsFile, index: usize) -> Vec<String> {
+fn heal_lines(file: &NetnsFile, index: usize) -> Vec<String> {
     file.nodes
         .iter()
         .enumerate()
