@@ -33,6 +33,7 @@ fn bench_at_50_tx_per_s_finalizes_every_accepted_transaction_exactly_once() {
             base_port: None,
             accounts: Some(10),
             detach: true,
+            netns: false,
         },
         meshd(),
     )

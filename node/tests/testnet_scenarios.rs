@@ -32,6 +32,7 @@ fn up(dir: &std::path::Path) {
             base_port: None,
             accounts: Some(9),
             detach: true,
+            netns: false,
         },
         meshd(),
     )

@@ -35,6 +35,7 @@ fn up_detached(dir: &Path) -> Result<(), TestnetError> {
             base_port: None,
             accounts: Some(5),
             detach: true,
+            netns: false,
         },
         meshd(),
     )
@@ -49,6 +50,7 @@ fn up_again(dir: &Path) -> Result<(), TestnetError> {
             base_port: None,
             accounts: None,
             detach: true,
+            netns: false,
         },
         meshd(),
     )
@@ -246,6 +248,7 @@ fn foreground_up_runs_a_full_node_and_stops_everything_on_sigterm() {
                 base_port: None,
                 accounts: Some(2),
                 detach: false,
+                netns: false,
             },
             meshd(),
         );

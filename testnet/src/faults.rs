@@ -7,6 +7,10 @@
 //! block set that way. Both answer 200 with a short text body; a node started without `--admin`
 //! answers 404.
 //!
+//! In a `--netns` testnet (`DIR/netns.json` exists), `partition`/`heal` instead install and
+//! delete `unreachable` routes in each node's network namespace (see `netns`): a cut in the
+//! network itself, with no help from the nodes. The admin endpoint remains the way on loopback.
+//!
 //! The current partition is recorded in `DIR/partition.json` (`{"groups": [[0, 1], [2, 3]]}`)
 //! so `status` can show it; `heal` and `up` remove it, `restart --node I` re-applies it to the
 //! restarted node.
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::netns::{self, NetnsFile};
 use crate::process;
 use crate::state::{NodeEntry, TestnetFile};
 use crate::TestnetError;
@@ -191,6 +196,9 @@ fn running(node: &NodeEntry) -> Result<(), TestnetError> {
 pub(crate) fn partition(dir: &Path, groups: &str) -> Result<(), TestnetError> {
     let file = TestnetFile::load(dir)?;
     let partition = parse_groups(groups, file.nodes.len())?;
+    if let Some(namespaces) = NetnsFile::load(dir)? {
+        return partition_routes(dir, &namespaces, &partition);
+    }
     let ids: Vec<&str> = file
         .nodes
         .iter()
@@ -227,9 +235,43 @@ pub(crate) fn partition(dir: &Path, groups: &str) -> Result<(), TestnetError> {
     Ok(())
 }
 
+/// `partition` in a `--netns` testnet: lifts the routes of any earlier partition, then cuts
+/// each node off from the nodes outside its group with routes in its namespace (stopped nodes
+/// included: the namespace is there, and the cut holds when they start).
+fn partition_routes(
+    dir: &Path,
+    namespaces: &NetnsFile,
+    partition: &Partition,
+) -> Result<(), TestnetError> {
+    let mut routes = 0usize;
+    for index in 0..namespaces.nodes.len() {
+        netns::heal_node(namespaces, index)?;
+        routes += netns::cut_node(namespaces, partition, index)?;
+    }
+    partition.save(dir)?;
+    println!(
+        "partitioned {}: {} ({routes} unreachable routes in the nodes' network namespaces); \
+         `meshd testnet heal` reconnects",
+        dir.display(),
+        partition.describe()
+    );
+    Ok(())
+}
+
 /// `heal`: `POST /admin/heal` to every running node; forgets the recorded partition.
 pub(crate) fn heal(dir: &Path) -> Result<(), TestnetError> {
     let file = TestnetFile::load(dir)?;
+    if let Some(namespaces) = NetnsFile::load(dir)? {
+        for index in 0..namespaces.nodes.len() {
+            netns::heal_node(&namespaces, index)?;
+        }
+        Partition::clear(dir)?;
+        println!(
+            "healed {}: every partition route is deleted; the nodes reconnect by themselves",
+            dir.display()
+        );
+        return Ok(());
+    }
     let mut failures = Vec::new();
     let mut healed = 0usize;
     for node in file.nodes.iter().filter(|node| process::node_alive(node)) {
@@ -252,10 +294,21 @@ pub(crate) fn reapply(dir: &Path, file: &TestnetFile, index: usize) -> Result<()
     let Some(partition) = Partition::load(dir) else {
         return Ok(());
     };
+    let node = file.node(index)?;
+    if let Some(namespaces) = NetnsFile::load(dir)? {
+        // The namespace outlives the node, but may have been re-created empty.
+        netns::cut_node(&namespaces, &partition, index)?;
+        println!(
+            "partition {} still holds for {} (routes in {})",
+            partition.describe(),
+            node.name,
+            namespaces.namespace(index)?
+        );
+        return Ok(());
+    }
     let Some(outside) = partition.outside(index, file.nodes.len()) else {
         return Ok(());
     };
-    let node = file.node(index)?;
     let mut body = String::new();
     for i in outside {
         body.push_str(peer_id_of(file.node(i)?)?);

@@ -7,20 +7,25 @@
 //! `meshd run --home … --admin` child process, waits until a block is final, shows a live status
 //! table scraped from each node's `/metrics`, and stops, kills, restarts, pauses and resumes
 //! nodes by pid. `partition`/`heal` go through the admin endpoint `--admin` enables on each
-//! node's metrics listener; `bench` loads the network through its JSON-RPC API (`mesh_rpc`).
+//! node's metrics listener, or, when `up --netns` put each node in its own network namespace
+//! (`netns`), through routes there; `bench` loads the network through its JSON-RPC API
+//! (`mesh_rpc`).
 //!
 //! It must never link the node's internals (`mesh_node`): it drives real `meshd` processes
 //! through their command line, files, metrics and RPC endpoints only, so what it tests is what
-//! operators run. The nodes it starts must never bind anything but loopback (the homes `init`
-//! writes for other machines are the operator's to start), never signal a pid that is not
-//! the recorded node (the command line must name its home), and never leave a node it started
-//! running after a failed `up` or a Ctrl-C of a foreground `up`.
+//! operators run. The nodes it starts must never bind anything but loopback (or, with `up
+//! --netns`, private addresses inside the namespaces it creates on its own bridge; the homes
+//! `init` writes for other machines are the operator's to start), never signal a pid that is
+//! not the recorded node (the command line must name its home), and never leave a node it
+//! started running, or a namespace it created, after a failed `up` or a Ctrl-C of a
+//! foreground `up`.
 //!
 //! The entry point is [`run`] with a [`TestnetCommand`] (a `clap` subcommand that `meshd` embeds
 //! as `meshd testnet …`); docs/testnet.md is the user guide.
 //!
 //! Status (issue 6): `up` (foreground and `--detach`), `status`, `down`, `kill`, `restart`,
-//! `pause`/`resume`, `partition`/`heal`, `join`, `bench`, `scenario` (named invariant checks in
+//! `pause`/`resume`, `partition`/`heal` (admin endpoint on loopback, routes in network
+//! namespaces with `up --netns`), `join`, `bench`, `scenario` (named invariant checks in
 //! `invariants.rs`), and `init --hosts` (homes for a network on several machines, started by the
 //! operator: docs/operators.md).
 
@@ -29,6 +34,7 @@ mod deploy;
 mod faults;
 mod invariants;
 mod metrics;
+mod netns;
 mod process;
 mod scenario;
 mod setup;
@@ -48,6 +54,7 @@ pub use bench::{
 pub use faults::{parse_groups, peer_id_of, Partition, PARTITION_FILE};
 pub use invariants::{check_durability, Invariant, Passed};
 pub use metrics::{scrape_metrics, NodeMetrics};
+pub use netns::{NetnsFile, NetnsNode, NETNS_FILE};
 pub use process::{node_alive, STOP_TIMEOUT};
 pub use scenario::{
     scenario, Scenario, ScenarioOptions, ScenarioReport, CATCH_UP_BLOCKS, DEFAULT_LOAD_RATE,
@@ -126,6 +133,11 @@ pub enum TestnetCommand {
         /// Return once the network is up and leave it running (stop it with `testnet down`).
         #[arg(long)]
         detach: bool,
+        /// Run each node in its own network namespace with its own address on a private
+        /// bridge, so `partition` cuts the network itself (Linux, root, iproute2). Only for a
+        /// new testnet; an existing one keeps the mode it was created with.
+        #[arg(long)]
+        netns: bool,
     },
     /// Print the status table of the network in DIR once (takes a second, to measure tx/s).
     Status {
@@ -357,6 +369,9 @@ pub enum TestnetError {
         /// What was observed.
         detail: String,
     },
+    /// `--netns` cannot work here, or an `ip` command failed.
+    #[error("network namespaces: {0}")]
+    Netns(String),
     /// The signal handler for the foreground loop could not be installed.
     #[error("cannot watch for Ctrl-C: {0}")]
     Signal(std::io::Error),
@@ -406,6 +421,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             base_port,
             accounts,
             detach,
+            netns,
         } => {
             let request = UpRequest {
                 validators,
@@ -413,7 +429,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
                 base_port,
                 accounts,
             };
-            up(meshd, &setup::absolute(&dir)?, request, detach)
+            up(meshd, &setup::absolute(&dir)?, request, detach, netns)
         }
         TestnetCommand::Status { dir } => {
             let file = TestnetFile::load(&dir)?;
@@ -421,6 +437,7 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             std::thread::sleep(Duration::from_secs(1));
             let second = sample(&file.nodes);
             print!("{}", status_table(&file, &first, &second, 1.0));
+            println!("{}", netns::mode_line(&dir)?);
             if let Some(partition) = Partition::load(&dir) {
                 println!(
                     "partitioned: {} (`meshd testnet heal` reconnects)",
@@ -433,8 +450,9 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             let file = TestnetFile::load(&dir)?;
             let running = file.nodes.iter().filter(|node| node_alive(node)).count();
             let killed = process::stop_nodes(&file.nodes)?;
+            let removed = netns::bring_down(&dir)?;
             println!(
-                "stopped {running} node(s) of {}{}",
+                "stopped {running} node(s) of {}{}{removed}",
                 dir.display(),
                 killed_note(&killed)
             );
@@ -510,7 +528,13 @@ struct UpRequest {
     accounts: Option<u32>,
 }
 
-fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), TestnetError> {
+fn up(
+    meshd: &Path,
+    dir: &Path,
+    request: UpRequest,
+    detach: bool,
+    netns: bool,
+) -> Result<(), TestnetError> {
     let shown = dir.display().to_string();
     let mut file = if TestnetFile::path(dir).exists() {
         let file = TestnetFile::load(dir)?;
@@ -522,6 +546,7 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
             });
         }
         check_same_shape(&file, request)?;
+        netns::check_mode(dir, netns)?;
         println!("restarting the testnet in {shown} with its data");
         file
     } else {
@@ -535,12 +560,15 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
             }
         }
         let shape = new_shape(request)?;
+        if netns {
+            netns::preflight()?;
+        }
         std::fs::create_dir_all(dir).map_err(|source| TestnetError::io(dir, source))?;
         println!(
             "creating a testnet in {shown}: {} validator(s), {} full node(s), {} account(s)",
             shape.validators, shape.full_nodes, shape.accounts
         );
-        match setup::create(meshd, dir, shape) {
+        match netns::create_testnet(meshd, dir, shape, netns) {
             Ok(file) => file,
             Err(err) => {
                 // The directory was absent or empty: leave it so, not half written.
@@ -550,8 +578,9 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
         }
     };
 
-    // Freshly started nodes hold no admin blocks.
+    // Freshly started nodes hold no admin blocks (and fresh namespaces no partition routes).
     faults::Partition::clear(dir)?;
+    let namespaces = netns::bring_up(dir)?;
     // In the foreground, SIGINT/SIGTERM are watched before the first node starts, so an
     // interrupt at any point stops every node.
     let stop = if detach {
@@ -560,14 +589,15 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
         Some(StopSignal::watch()?)
     };
     let mut children: Vec<(NodeEntry, Child)> = Vec::with_capacity(file.nodes.len());
-    let started = start_all(meshd, dir, &mut file, &mut children)
+    let started = start_all(meshd, dir, &mut file, &mut children, namespaces.as_ref())
         .and_then(|()| wait_live(&file, &mut children, stop.as_ref()));
     match started {
         Ok(true) => {}
         Ok(false) => {
             let killed = process::stop_children(&mut children);
+            let removed = netns::bring_down(dir)?;
             println!(
-                "interrupted during start-up; stopped every node{}",
+                "interrupted during start-up; stopped every node{}{removed}",
                 killed_note(&killed)
             );
             return Ok(());
@@ -576,6 +606,9 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
             let killed = process::stop_children(&mut children);
             if !killed.is_empty() {
                 eprintln!("killed {} after the failed start", killed.join(", "));
+            }
+            if let Err(teardown) = netns::bring_down(dir) {
+                eprintln!("{teardown}");
             }
             return Err(err);
         }
@@ -594,7 +627,8 @@ fn up(meshd: &Path, dir: &Path, request: UpRequest, detach: bool) -> Result<(), 
     }
     println!("stopping {} node(s)…", children.len());
     let killed = process::stop_children(&mut children);
-    println!("stopped{}", killed_note(&killed));
+    let removed = netns::bring_down(dir)?;
+    println!("stopped{}{removed}", killed_note(&killed));
     Ok(())
 }
 
@@ -725,9 +759,11 @@ fn start_all(
     dir: &Path,
     file: &mut TestnetFile,
     children: &mut Vec<(NodeEntry, Child)>,
+    namespaces: Option<&NetnsFile>,
 ) -> Result<(), TestnetError> {
     for index in 0..file.nodes.len() {
-        let child = process::spawn_node(meshd, &file.nodes[index].home)?;
+        let namespace = namespaces.map(|n| n.namespace(index)).transpose()?;
+        let child = process::spawn_node(meshd, &file.nodes[index].home, namespace)?;
         file.nodes[index].pid = child.id();
         children.push((file.nodes[index].clone(), child));
         file.save(dir)?;
@@ -834,6 +870,13 @@ pub(crate) fn join(meshd: &Path, dir: &Path) -> Result<usize, TestnetError> {
             file.nodes.len()
         )));
     }
+    if netns::NetnsFile::load(dir)?.is_some() {
+        return Err(TestnetError::Usage(
+            "`join` works on loopback testnets only: a --netns testnet has a namespace per node \
+             fixed when it was created (create it with --full-nodes instead)"
+                .into(),
+        ));
+    }
     if !file.nodes.iter().any(node_alive) {
         return Err(TestnetError::Usage(format!(
             "no node of the testnet in {} is running: a joining node needs peers; start it with `meshd testnet up --detach --dir {}`",
@@ -863,12 +906,14 @@ pub(crate) fn restart(meshd: &Path, dir: &Path, index: usize) -> Result<(), Test
     start_node(meshd, dir, index, "restarted")
 }
 
-/// Starts node `index` (not running) on its home, records its pid, waits until it answers on
-/// its metrics endpoint and re-applies a recorded partition to it.
+/// Starts node `index` (not running) on its home (in its namespace with `up --netns`), records
+/// its pid, waits until it answers on its metrics endpoint and re-applies a recorded partition
+/// to it.
 fn start_node(meshd: &Path, dir: &Path, index: usize, verb: &str) -> Result<(), TestnetError> {
     let mut file = TestnetFile::load(dir)?;
     let entry = file.node(index)?.clone();
-    let mut child = process::spawn_node(meshd, &entry.home)?;
+    let namespace = netns::for_restart(dir, index)?;
+    let mut child = process::spawn_node(meshd, &entry.home, namespace.as_deref())?;
     file.nodes[index].pid = child.id();
     file.save(dir)?;
     let deadline = Instant::now() + RESTART_TIMEOUT;
@@ -1041,6 +1086,7 @@ mod tests {
             "--accounts",
             "7",
             "--detach",
+            "--netns",
         ])
         .unwrap();
         assert_eq!(
@@ -1052,6 +1098,7 @@ mod tests {
                 base_port: Some(40_000),
                 accounts: Some(7),
                 detach: true,
+                netns: true,
             }
         );
         let cli = Cli::try_parse_from(["meshd", "status"]).unwrap();
@@ -1129,6 +1176,7 @@ mod tests {
                 base_port: None,
                 accounts: None,
                 detach: true,
+                netns: false,
             },
             Path::new("/nonexistent/meshd"),
         )

@@ -29,7 +29,15 @@ pub(crate) const LOG_FILE: &str = "meshd.log";
 /// tool stops them itself). `--admin` serves `POST /admin/partition` and `/admin/heal` on the
 /// metrics listener (see `faults`); a `meshd` whose `run --help` does not list `--admin` is
 /// started without it (`partition` then reports the 404).
-pub(crate) fn spawn_node(meshd: &Path, home: &Path) -> Result<Child, TestnetError> {
+///
+/// With `namespace` (`up --netns`), the node runs as `ip netns exec <namespace> <meshd> run …`:
+/// `ip` enters the namespace and execs `meshd` in the same process, so the pid recorded is the
+/// node's and its command line names its home, as [`node_alive`] requires.
+pub(crate) fn spawn_node(
+    meshd: &Path,
+    home: &Path,
+    namespace: Option<&str>,
+) -> Result<Child, TestnetError> {
     let log_path = home.join(LOG_FILE);
     let log = OpenOptions::new()
         .create(true)
@@ -39,7 +47,14 @@ pub(crate) fn spawn_node(meshd: &Path, home: &Path) -> Result<Child, TestnetErro
     let log_err = log
         .try_clone()
         .map_err(|source| TestnetError::io(&log_path, source))?;
-    let mut command = Command::new(meshd);
+    let mut command = match namespace {
+        None => Command::new(meshd),
+        Some(namespace) => {
+            let mut command = Command::new(crate::netns::ip_program());
+            command.args(["netns", "exec", namespace]).arg(meshd);
+            command
+        }
+    };
     command.arg("run").arg("--home").arg(home);
     if supports_admin(meshd) {
         command.arg("--admin");

@@ -3,7 +3,7 @@
 //! account key files.
 
 use std::io::Write as _;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,8 +36,21 @@ pub(crate) struct Shape {
     pub(crate) base_port: Option<u16>,
 }
 
+/// Where the nodes of a new network listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hosts {
+    /// Every node on 127.0.0.1, each with its own three ports.
+    Loopback,
+    /// Node i on `addresses[i]` (its own network namespace, see `netns`), every node on the same
+    /// three ports: [`NETNS_BASE_PORT`] or `--base-port`, and the two after it.
+    Each(Vec<Ipv4Addr>),
+}
+
+/// First of the three ports every node uses when each has its own address (`up --netns`).
+pub(crate) const NETNS_BASE_PORT: u16 = 30_400;
+
 /// The three ports of one node.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ports {
     p2p: u16,
     rpc: u16,
@@ -62,10 +75,29 @@ struct NodeKeyFile {
 
 /// Writes every home, the genesis and the account keys of a new network in `dir` (absolute),
 /// and returns its description with pid 0 for every node (nothing is started here).
-pub(crate) fn create(meshd: &Path, dir: &Path, shape: Shape) -> Result<TestnetFile, TestnetError> {
+pub(crate) fn create(
+    meshd: &Path,
+    dir: &Path,
+    shape: Shape,
+    hosts: &Hosts,
+) -> Result<TestnetFile, TestnetError> {
     let count = usize::try_from(shape.validators.saturating_add(shape.full_nodes))
         .map_err(|_| TestnetError::Usage("too many nodes".into()))?;
-    let ports = choose_ports(count, shape.base_port)?;
+    let (ports, host) = match hosts {
+        Hosts::Loopback => (
+            choose_ports(count, shape.base_port)?,
+            vec![Ipv4Addr::LOCALHOST; count],
+        ),
+        Hosts::Each(addresses) if addresses.len() == count => {
+            (same_ports(count, shape.base_port)?, addresses.clone())
+        }
+        Hosts::Each(addresses) => {
+            return Err(TestnetError::Usage(format!(
+                "{count} nodes need {count} addresses, not {}",
+                addresses.len()
+            )))
+        }
+    };
     let nodes_dir = dir.join("nodes");
     create_dir(&nodes_dir)?;
 
@@ -121,22 +153,28 @@ pub(crate) fn create(meshd: &Path, dir: &Path, shape: Shape) -> Result<TestnetFi
 
     let p2p_addr = |index: usize| -> String {
         format!(
-            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-            ports[index].p2p, peer_ids[index]
+            "/ip4/{}/tcp/{}/p2p/{}",
+            host[index], ports[index].p2p, peer_ids[index]
         )
     };
     let mut nodes = Vec::with_capacity(count);
     for (index, (name, home, validator)) in homes.into_iter().enumerate() {
         write_private(&home.join("genesis.json"), genesis_json.as_bytes())?;
         let bootnodes: Vec<String> = (0..count).filter(|&i| i != index).map(p2p_addr).collect();
-        rewrite_config(&home.join("config.toml"), &name, ports[index], &bootnodes)?;
+        rewrite_config(
+            &home.join("config.toml"),
+            &name,
+            host[index],
+            ports[index],
+            &bootnodes,
+        )?;
         nodes.push(NodeEntry {
             name,
             pid: 0,
             home,
-            rpc: format!("http://127.0.0.1:{}", ports[index].rpc),
+            rpc: format!("http://{}:{}", host[index], ports[index].rpc),
             p2p: p2p_addr(index),
-            metrics: format!("127.0.0.1:{}", ports[index].metrics),
+            metrics: format!("{}:{}", host[index], ports[index].metrics),
             validator,
         });
     }
@@ -199,6 +237,21 @@ fn choose_ports(count: usize, base: Option<u16>) -> Result<Vec<Ports>, TestnetEr
         .collect())
 }
 
+/// Every node on the same three ports (each has its own address): `base`, `base + 1`,
+/// `base + 2`, with `base` = `--base-port` or [`NETNS_BASE_PORT`].
+fn same_ports(count: usize, base: Option<u16>) -> Result<Vec<Ports>, TestnetError> {
+    let p2p = base.unwrap_or(NETNS_BASE_PORT);
+    let (Some(rpc), Some(metrics)) = (p2p.checked_add(1), p2p.checked_add(2)) else {
+        return Err(TestnetError::Usage(format!(
+            "--base-port {p2p}: every node needs ports {p2p}..={p2p}+2, which must lie in 1..=65535"
+        )));
+    };
+    if p2p == 0 {
+        return Err(TestnetError::Usage("--base-port must be at least 1".into()));
+    }
+    Ok(vec![Ports { p2p, rpc, metrics }; count])
+}
+
 pub(crate) fn meshd_init(meshd: &Path, home: &Path, name: &str) -> Result<(), TestnetError> {
     let output = Command::new(meshd)
         .arg("init")
@@ -223,6 +276,7 @@ pub(crate) fn meshd_init(meshd: &Path, home: &Path, name: &str) -> Result<(), Te
 fn rewrite_config(
     path: &Path,
     moniker: &str,
+    host: Ipv4Addr,
     ports: Ports,
     bootnodes: &[String],
 ) -> Result<(), TestnetError> {
@@ -243,7 +297,7 @@ fn rewrite_config(
     let mut p2p = section(&mut table, "p2p");
     p2p.insert(
         "listen_addr".into(),
-        toml::Value::String(format!("/ip4/127.0.0.1/tcp/{}", ports.p2p)),
+        toml::Value::String(format!("/ip4/{host}/tcp/{}", ports.p2p)),
     );
     p2p.insert(
         "bootnodes".into(),
@@ -253,13 +307,13 @@ fn rewrite_config(
     let mut rpc = section(&mut table, "rpc");
     rpc.insert(
         "listen_addr".into(),
-        toml::Value::String(format!("127.0.0.1:{}", ports.rpc)),
+        toml::Value::String(format!("{host}:{}", ports.rpc)),
     );
     table.insert("rpc".into(), toml::Value::Table(rpc));
     let mut metrics = section(&mut table, "metrics");
     metrics.insert(
         "listen_addr".into(),
-        toml::Value::String(format!("127.0.0.1:{}", ports.metrics)),
+        toml::Value::String(format!("{host}:{}", ports.metrics)),
     );
     table.insert("metrics".into(), toml::Value::Table(metrics));
     let mut consensus = section(&mut table, "consensus");
@@ -401,7 +455,13 @@ pub(crate) fn add_full_node(
         remove_file(&home.join("validator_key.json"))?;
         write_private(&home.join("genesis.json"), &genesis)?;
         let bootnodes: Vec<String> = file.nodes.iter().map(|node| node.p2p.clone()).collect();
-        rewrite_config(&home.join("config.toml"), &name, ports[0], &bootnodes)?;
+        rewrite_config(
+            &home.join("config.toml"),
+            &name,
+            Ipv4Addr::LOCALHOST,
+            ports[0],
+            &bootnodes,
+        )?;
         peer_id(&home.join("node_key.json"))
     })();
     let peer = match written {
@@ -443,6 +503,17 @@ mod tests {
     }
 
     #[test]
+    fn nodes_with_their_own_address_share_three_ports() {
+        let ports = same_ports(3, None).unwrap();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| (p.p2p, p.rpc, p.metrics)
+            == (NETNS_BASE_PORT, NETNS_BASE_PORT + 1, NETNS_BASE_PORT + 2)));
+        assert_eq!(same_ports(1, Some(5_000)).unwrap()[0].metrics, 5_002);
+        assert!(same_ports(1, Some(65_534)).is_err());
+        assert!(same_ports(1, Some(0)).is_err());
+    }
+
+    #[test]
     fn free_ports_never_repeat() {
         let ports = choose_ports(5, None).unwrap();
         let mut all: Vec<u16> = ports
@@ -471,6 +542,7 @@ mod tests {
         rewrite_config(
             &path,
             "node-0",
+            Ipv4Addr::LOCALHOST,
             ports,
             &["/ip4/127.0.0.1/tcp/4/p2p/abc".into()],
         )
