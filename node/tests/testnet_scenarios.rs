@@ -116,6 +116,17 @@ fn every_scenario_under_load_keeps_every_invariant() {
         .collect();
     mesh_testnet::check_durability(&dir, &acknowledged).expect("the load's transactions are final");
 
+    // One scenario on its own, through the command-line entry, on the grown network.
+    mesh_testnet::run(
+        TestnetCommand::Scenario {
+            name: Scenario::Transfer,
+            dir: dir.clone(),
+            load_rate: 40,
+        },
+        meshd(),
+    )
+    .expect("scenario transfer");
+
     mesh_testnet::run(TestnetCommand::Down { dir: dir.clone() }, meshd()).expect("down");
     assert!(file.nodes.iter().all(|node| !node_alive(node)));
 }

@@ -380,33 +380,17 @@ impl Run {
     fn crash_restart(&self, passed: &mut Vec<Passed>) -> Result<(), TestnetError> {
         let victim = self.crash_victim;
         println!("scenario crash-restart: SIGKILL node {victim}, restart it");
-        let file = self.file()?;
-        let node = file.node(victim)?.clone();
-        process::kill_node(&node)?;
-        let survivors: Vec<usize> = self
-            .validators
-            .iter()
-            .copied()
-            .filter(|&i| i != victim)
-            .collect();
-        let watched = self
-            .probe
-            .keeps_finalizing(&file, &survivors, FAULT_WINDOW, 3, STALL_MAX);
-        crate::restart(&self.meshd, &self.dir, victim)?;
-        passed.push(watched?);
-        let file = self.file()?;
-        let target = self.probe.top(&file, &survivors) + CATCH_UP_BLOCKS;
-        let took = self.probe.wait_heights(
-            &file,
-            &[victim],
-            target,
-            CATCH_UP_LIMIT,
-            "the restarted validator catches up",
+        let node = self.file()?.node(victim)?.clone();
+        let target = self.one_validator_out(
+            passed,
+            victim,
+            FAULT_WINDOW,
+            || process::kill_node(&node),
+            || crate::restart(&self.meshd, &self.dir, victim),
+            "restarted",
         )?;
-        passed.push(Invariant::Liveness.passed(format!(
-            "restarted node {victim} reached height {target} (the others' + {CATCH_UP_BLOCKS}) {:.1} s after restart",
-            took.as_secs_f64()
-        )));
+        // From genesis: the restarted node's whole chain, and its state at the end.
+        let file = self.file()?;
         passed.push(self.probe.agreement(&file, &self.validators, 1, target)?);
         passed.push(self.probe.state_agreement(
             &file,
@@ -416,6 +400,54 @@ impl Run {
         )?);
         passed.push(self.probe.no_equivocation(&file, &self.validators)?);
         Ok(())
+    }
+
+    /// Takes validator `victim` out with `fault`, checks that the others keep finalizing for
+    /// `window` (it must answer nothing meanwhile), brings it back with `recover`, and waits
+    /// until it reaches the others' height + [`CATCH_UP_BLOCKS`]; returns that height.
+    fn one_validator_out(
+        &self,
+        passed: &mut Vec<Passed>,
+        victim: usize,
+        window: Duration,
+        fault: impl FnOnce() -> Result<(), TestnetError>,
+        recover: impl FnOnce() -> Result<(), TestnetError>,
+        recovered: &str,
+    ) -> Result<u64, TestnetError> {
+        fault()?;
+        let file = self.file()?;
+        let others: Vec<usize> = self
+            .validators
+            .iter()
+            .copied()
+            .filter(|&i| i != victim)
+            .collect();
+        let watched = self
+            .probe
+            .keeps_finalizing(&file, &others, window, 3, STALL_MAX);
+        let silent = scrape_metrics(&file.node(victim)?.metrics).is_none();
+        // Undo the fault before reporting a violation: the network is left running.
+        recover()?;
+        passed.push(watched?);
+        if !silent {
+            return Err(TestnetError::Usage(format!(
+                "node {victim} still answered while it was out: the fault did not take effect"
+            )));
+        }
+        let file = self.file()?;
+        let target = self.probe.top(&file, &others) + CATCH_UP_BLOCKS;
+        let took = self.probe.wait_heights(
+            &file,
+            &[victim],
+            target,
+            CATCH_UP_LIMIT,
+            &format!("the {recovered} validator catches up"),
+        )?;
+        passed.push(Invariant::Liveness.passed(format!(
+            "{recovered} node {victim} reached height {target} (the others' + {CATCH_UP_BLOCKS}) {:.1} s later",
+            took.as_secs_f64()
+        )));
+        Ok(target)
     }
 
     /// Scenario 3: two halves without a quorum finalize nothing; after heal, finality resumes
@@ -468,37 +500,15 @@ impl Run {
             "scenario pause: SIGSTOP node {victim} for {} s, then SIGCONT",
             PAUSE_FOR.as_secs()
         );
-        faults::pause(&self.dir, victim)?;
-        let file = self.file()?;
-        let others: Vec<usize> = self
-            .validators
-            .iter()
-            .copied()
-            .filter(|&i| i != victim)
-            .collect();
-        let watched = self
-            .probe
-            .keeps_finalizing(&file, &others, PAUSE_FOR, 3, STALL_MAX);
-        let silent = scrape_metrics(&file.node(victim)?.metrics).is_none();
-        faults::resume(&self.dir, victim)?;
-        passed.push(watched?);
-        if !silent {
-            return Err(TestnetError::Usage(format!(
-                "node {victim} answered while paused: SIGSTOP did not take effect"
-            )));
-        }
-        let target = self.probe.top(&file, &others) + CATCH_UP_BLOCKS;
-        let took = self.probe.wait_heights(
-            &file,
-            &[victim],
-            target,
-            CATCH_UP_LIMIT,
-            "the resumed validator catches up",
+        let target = self.one_validator_out(
+            passed,
+            victim,
+            PAUSE_FOR,
+            || faults::pause(&self.dir, victim),
+            || faults::resume(&self.dir, victim),
+            "resumed",
         )?;
-        passed.push(Invariant::Liveness.passed(format!(
-            "resumed node {victim} reached height {target} (the others' + {CATCH_UP_BLOCKS}) {:.1} s after resume",
-            took.as_secs_f64()
-        )));
+        let file = self.file()?;
         passed.push(self.probe.agreement(
             &file,
             &self.validators,
