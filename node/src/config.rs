@@ -14,7 +14,7 @@ use crate::mempool::MempoolConfig;
 /// Default TCP port of the peer-to-peer listener.
 pub const DEFAULT_P2P_PORT: u16 = 30400;
 /// Default port of JSON-RPC (HTTP and WebSocket on one port).
-pub const DEFAULT_RPC_PORT: u16 = 30401;
+pub use mesh_rpc::DEFAULT_RPC_PORT;
 /// Default port of the Prometheus metrics endpoint.
 pub const DEFAULT_METRICS_PORT: u16 = 30402;
 /// Largest config file read.
@@ -27,7 +27,9 @@ pub struct Config {
     /// A human-readable name for this node, shown in logs and status.
     pub moniker: String,
     pub p2p: P2pConfig,
-    pub rpc: RpcConfig,
+    /// The JSON-RPC server: where it listens and every bound it enforces (`docs/rpc.md`,
+    /// "Limits"); the `[rpc]` section maps onto it field by field.
+    pub rpc: RpcServerConfig,
     pub metrics: MetricsConfig,
     pub mempool: MempoolSettings,
     pub consensus: ConsensusSettings,
@@ -38,7 +40,7 @@ impl Default for Config {
         Config {
             moniker: "mesh-node".into(),
             p2p: P2pConfig::default(),
-            rpc: RpcConfig::default(),
+            rpc: RpcServerConfig::default(),
             metrics: MetricsConfig::default(),
             mempool: MempoolSettings::default(),
             consensus: ConsensusSettings::default(),
@@ -65,58 +67,6 @@ impl Default for P2pConfig {
             bootnodes: Vec::new(),
             max_peers: 50,
         }
-    }
-}
-
-/// JSON-RPC server: where it listens and every bound it enforces (defaults from
-/// [`RpcServerConfig::default`]; `docs/rpc.md` "Limits" describes each).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RpcConfig {
-    /// Address of the HTTP + WebSocket listener. Loopback by default: expose it deliberately.
-    pub listen_addr: SocketAddr,
-    /// Largest request body (HTTP) or message (WebSocket), bytes.
-    pub request_body_bytes_max: u32,
-    /// Largest response body or message, bytes.
-    pub response_body_bytes_max: u32,
-    /// Most calls in one batch; 0 disables batches.
-    pub batch_len_max: u32,
-    /// Most simultaneous connections (HTTP and WebSocket together).
-    pub connections_max: u32,
-    /// Most subscriptions one WebSocket connection may hold.
-    pub subscriptions_per_connection_max: u32,
-    /// Messages buffered per WebSocket connection before sends wait.
-    pub connection_buffer_messages: u32,
-    /// Browser origins allowed: `"disabled"`, `"any_origin"` or `{ origins = [...] }`.
-    pub cors: CorsPolicy,
-    /// Largest transaction accepted by the API, encoded bytes, checked before decoding.
-    pub tx_bytes_max: u32,
-    /// `mesh_sendTransactionAndWait`: wait used when the call gives none, ms.
-    pub wait_default_ms: u64,
-    /// `mesh_sendTransactionAndWait`: longest wait a call may ask for, ms.
-    pub wait_max_ms: u64,
-    /// `mesh_listKeys`: page size when the call gives none.
-    pub list_keys_default: u32,
-    /// `mesh_listKeys`: largest page.
-    pub list_keys_max: u32,
-    /// `mesh_subscribeBlocks`: most blocks replayed from `from_height`.
-    pub replay_blocks_max: u64,
-    /// Headers read from the database at once (replay, finality links).
-    pub headers_per_read: u64,
-    /// A subscriber slower than this to take one notification is closed with `lagged`, ms.
-    pub subscription_send_timeout_ms: u64,
-    /// `/readyz`: fewest peers to be ready (0 for a single-node chain).
-    pub ready_peers_min: u32,
-    /// `/readyz`: oldest newest-finalized block to be ready, ms.
-    pub ready_block_age_max_ms: u64,
-}
-
-impl Default for RpcConfig {
-    fn default() -> Self {
-        RpcConfig::from_server_config(
-            SocketAddr::from(([127, 0, 0, 1], DEFAULT_RPC_PORT)),
-            &RpcServerConfig::default(),
-        )
     }
 }
 
@@ -150,67 +100,18 @@ const RPC_FIELDS: &[(&str, &str)] = &[
     ("ready_block_age_max_ms", "rpc.ready_block_age_max_ms"),
 ];
 
-impl RpcConfig {
-    /// The `[rpc]` section of a listen address and server settings.
-    pub fn from_server_config(listen_addr: SocketAddr, server: &RpcServerConfig) -> RpcConfig {
-        RpcConfig {
-            listen_addr,
-            request_body_bytes_max: server.request_body_bytes_max,
-            response_body_bytes_max: server.response_body_bytes_max,
-            batch_len_max: server.batch_len_max,
-            connections_max: server.connections_max,
-            subscriptions_per_connection_max: server.subscriptions_per_connection_max,
-            connection_buffer_messages: server.connection_buffer_messages,
-            cors: server.cors.clone(),
-            tx_bytes_max: server.tx_bytes_max,
-            wait_default_ms: server.wait_default_ms,
-            wait_max_ms: server.wait_max_ms,
-            list_keys_default: server.list_keys_default,
-            list_keys_max: server.list_keys_max,
-            replay_blocks_max: server.replay_blocks_max,
-            headers_per_read: server.headers_per_read,
-            subscription_send_timeout_ms: server.subscription_send_timeout_ms,
-            ready_peers_min: server.ready_peers_min,
-            ready_block_age_max_ms: server.ready_block_age_max_ms,
-        }
-    }
-
-    /// The server settings of this section (everything but `listen_addr`).
-    pub fn server_config(&self) -> RpcServerConfig {
-        RpcServerConfig {
-            request_body_bytes_max: self.request_body_bytes_max,
-            response_body_bytes_max: self.response_body_bytes_max,
-            batch_len_max: self.batch_len_max,
-            connections_max: self.connections_max,
-            subscriptions_per_connection_max: self.subscriptions_per_connection_max,
-            connection_buffer_messages: self.connection_buffer_messages,
-            cors: self.cors.clone(),
-            tx_bytes_max: self.tx_bytes_max,
-            wait_default_ms: self.wait_default_ms,
-            wait_max_ms: self.wait_max_ms,
-            list_keys_default: self.list_keys_default,
-            list_keys_max: self.list_keys_max,
-            replay_blocks_max: self.replay_blocks_max,
-            headers_per_read: self.headers_per_read,
-            subscription_send_timeout_ms: self.subscription_send_timeout_ms,
-            ready_peers_min: self.ready_peers_min,
-            ready_block_age_max_ms: self.ready_block_age_max_ms,
-        }
-    }
-
-    /// The TOML value of `cors`.
-    fn cors_toml(&self) -> String {
-        match &self.cors {
-            CorsPolicy::Disabled => "\"disabled\"".into(),
-            CorsPolicy::AnyOrigin => "\"any_origin\"".into(),
-            CorsPolicy::Origins(origins) => {
-                let list = origins
-                    .iter()
-                    .map(|origin| format!("{origin:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("{{ origins = [{list}] }}")
-            }
+/// The TOML value of `[rpc] cors`.
+fn cors_toml(cors: &CorsPolicy) -> String {
+    match cors {
+        CorsPolicy::Disabled => "\"disabled\"".into(),
+        CorsPolicy::AnyOrigin => "\"any_origin\"".into(),
+        CorsPolicy::Origins(origins) => {
+            let list = origins
+                .iter()
+                .map(|origin| format!("{origin:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{{ origins = [{list}] }}")
         }
     }
 }
@@ -393,9 +294,7 @@ impl Config {
         if consensus.block_interval_ms > 60_000 {
             return invalid("consensus.block_interval_ms", "must be at most 60000");
         }
-        if let Err(StartError::InvalidConfig { field, reason }) =
-            self.rpc.server_config().validate()
-        {
+        if let Err(StartError::InvalidConfig { field, reason }) = self.rpc.validate() {
             let field = RPC_FIELDS
                 .iter()
                 .find(|(name, _)| *name == field)
@@ -506,7 +405,7 @@ max_clock_drift_ms = {drift}
             rpc_connections_max = self.rpc.connections_max,
             rpc_subscriptions_max = self.rpc.subscriptions_per_connection_max,
             rpc_buffer = self.rpc.connection_buffer_messages,
-            rpc_cors = self.rpc.cors_toml(),
+            rpc_cors = cors_toml(&self.rpc.cors),
             rpc_tx_max = self.rpc.tx_bytes_max,
             rpc_wait_default = self.rpc.wait_default_ms,
             rpc_wait_max = self.rpc.wait_max_ms,

@@ -423,13 +423,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     );
     let driver = tokio::spawn(driver.run());
     let backend = NodeBackend::new(handle.clone(), validator_set, mempool_max.0, mempool_max.1);
-    let rpc = match mesh_rpc::start(
-        config.rpc.listen_addr,
-        config.rpc.server_config(),
-        Arc::new(backend),
-    )
-    .await
-    {
+    let rpc = match mesh_rpc::start(config.rpc.clone(), Arc::new(backend)).await {
         Ok(rpc) => rpc,
         Err(err) => {
             // Undo the start: the driver finishes its step, the network closes.

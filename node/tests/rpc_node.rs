@@ -538,7 +538,7 @@ fn the_rpc_section_of_config_toml_maps_onto_the_server_and_is_checked() {
 
     // Defaults are the server's defaults.
     let config = Config::default();
-    assert_eq!(config.rpc.server_config(), RpcServerConfig::default());
+    assert_eq!(config.rpc, RpcServerConfig::default());
     assert_eq!(config.rpc.listen_addr.to_string(), "127.0.0.1:30401");
 
     let text = r#"
@@ -550,7 +550,7 @@ cors = { origins = ["https://app.example"] }
 ready_peers_min = 0
 "#;
     let config = Config::parse(text, "config.toml").unwrap();
-    let server = config.rpc.server_config();
+    let server = config.rpc.clone();
     assert_eq!(server.batch_len_max, 7);
     assert_eq!(server.connections_max, 9);
     assert_eq!(server.ready_peers_min, 0);

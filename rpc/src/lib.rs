@@ -29,7 +29,7 @@
 //! ## Starting the server (what `meshd run` does)
 //! ```ignore
 //! let backend: Arc<MyNodeBackend> = ...; // impl mesh_rpc::Backend
-//! let handle = mesh_rpc::start(config.rpc.listen_addr, RpcServerConfig::default(), backend).await?;
+//! let handle = mesh_rpc::start(config.rpc.clone(), backend).await?;
 //! // ... on shutdown:
 //! handle.stop();
 //! handle.stopped().await;
@@ -48,6 +48,8 @@ pub use backend::{Backend, BlockRef, DroppedTx, FinalizedEvent, KeyValue, StateR
 pub use client::{Client, ClientConfig, ClientError, HttpTransport, WsTransport};
 pub use error::ApiError;
 pub use methods::Api;
-pub use server::{rpc_module, start, CorsPolicy, RpcServerConfig, RpcServerHandle, StartError};
+pub use server::{
+    rpc_module, start, CorsPolicy, RpcServerConfig, RpcServerHandle, StartError, DEFAULT_RPC_PORT,
+};
 pub use types::FinalityRecord;
 pub use verify::{TrustAnchor, VerifyError};

@@ -27,12 +27,18 @@ pub enum CorsPolicy {
     Origins(Vec<String>),
 }
 
-/// Every setting of the server, each a bound, with its default. The node maps its
-/// `config.toml` `[rpc]` section onto this (it is serde-deserializable with defaults for
-/// missing fields and unknown fields refused, so the node may also embed it whole).
+/// Default port of the server (HTTP and WebSocket on one port).
+pub const DEFAULT_RPC_PORT: u16 = 30401;
+
+/// Where the server listens and every bound it enforces, each with its default. It is the
+/// node's `config.toml` `[rpc]` section as it stands (serde defaults for missing fields,
+/// unknown fields refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpcServerConfig {
+    /// Address of the HTTP + WebSocket listener. Default `127.0.0.1:30401`: loopback, so
+    /// exposing the API is a deliberate act; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
     /// Largest request body (HTTP) or message (WebSocket), bytes. Default 4 MiB: a transaction
     /// of the ledger's 1 MiB ceiling is 2 MiB of hex.
     pub request_body_bytes_max: u32,
@@ -78,6 +84,7 @@ pub struct RpcServerConfig {
 impl Default for RpcServerConfig {
     fn default() -> Self {
         RpcServerConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_RPC_PORT)),
             request_body_bytes_max: 4 << 20,
             response_body_bytes_max: 32 << 20,
             batch_len_max: 100,
@@ -218,11 +225,11 @@ impl RpcServerHandle {
 /// Starts the server on `addr` (use `127.0.0.1:0` for a free port) with `config`, answering
 /// from `backend`. Must be called within a tokio runtime; the server runs on it until stopped.
 pub async fn start<B: Backend>(
-    addr: SocketAddr,
     config: RpcServerConfig,
     backend: Arc<B>,
 ) -> Result<RpcServerHandle, StartError> {
     config.validate()?;
+    let addr = config.listen_addr;
     let cors = config.cors_layer()?;
     let api = methods::Api::new(backend, config.clone());
     let module =

@@ -509,16 +509,13 @@ async fn invalid_config_is_refused() {
         request_body_bytes_max: 10,
         ..test_config()
     };
-    let addr = "127.0.0.1:0".parse().unwrap();
-    let err = mesh_rpc::start(addr, config, node.clone())
-        .await
-        .unwrap_err();
+    let err = mesh_rpc::start(config, node.clone()).await.unwrap_err();
     assert!(err.to_string().contains("request_body_bytes_max"), "{err}");
     let config = mesh_rpc::RpcServerConfig {
         cors: CorsPolicy::Origins(vec!["bad\norigin".into()]),
         ..test_config()
     };
-    assert!(mesh_rpc::start(addr, config, node).await.is_err());
+    assert!(mesh_rpc::start(config, node).await.is_err());
 }
 
 #[tokio::test]

@@ -561,14 +561,18 @@ impl Backend for MockNode {
 
 /// A server on a free loopback port over `node`.
 pub async fn serve(node: &Arc<MockNode>, config: RpcServerConfig) -> (RpcServerHandle, SocketAddr) {
-    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let handle = mesh_rpc::start(addr, config, node.clone()).await.unwrap();
+    let config = RpcServerConfig {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    };
+    let handle = mesh_rpc::start(config, node.clone()).await.unwrap();
     let local = handle.local_addr();
     (handle, local)
 }
 
 pub fn test_config() -> RpcServerConfig {
     RpcServerConfig {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
         ready_block_age_max_ms: u64::MAX,
         subscription_send_timeout_ms: 2_000,
         ..RpcServerConfig::default()
