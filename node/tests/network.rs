@@ -474,6 +474,46 @@ async fn a_bootnode_given_by_host_name_is_resolved_and_dialed() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootnode_that_comes_up_late_is_dialed_within_seconds() {
+    // A's key and port are fixed before A exists; B knows A only as its bootnode.
+    let a_key = Keypair::generate_ed25519();
+    let a_id = a_key.public().to_peer_id();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let slow_discovery = |mut config: NetworkConfig| {
+        // Far beyond the test's wait: only the bootnode backoff can connect them in time.
+        config.discovery_interval = Duration::from_secs(300);
+        config
+    };
+    let bootnode: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{a_id}")
+        .parse()
+        .unwrap();
+    let b = start(slow_discovery(config(vec![bootnode]))).await;
+    // B's first dial fails (nothing listens); A comes up 3 s later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(b.connected().await.is_empty());
+    let mut a_config = slow_discovery(NetworkConfig::new(CHAIN, a_key));
+    a_config.listen_addr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    a_config.gossip_heartbeat = Duration::from_millis(200);
+    let a = start(a_config).await;
+    let started = Instant::now();
+    wait_until!(
+        "B re-dials its bootnode A",
+        b.connected().await == vec![a_id]
+    );
+    // Backoff 1, 2, 4, 8 s: the redial comes within 10 s of A starting, not 300 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn invalid_config_is_refused() {
     let mut bad_chain = config(vec![]);

@@ -22,6 +22,10 @@ use super::{
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 /// Most listen addresses taken from one peer's identify record.
 const PEER_LISTEN_ADDRS_MAX: usize = 8;
+/// A bootnode we are not connected to is re-dialed after this long, then after twice as long
+/// each time up to `discovery_interval`: a restarted or healed peer is back within seconds
+/// without a dead one being hammered.
+const BOOTNODE_REDIAL_FIRST: Duration = Duration::from_secs(1);
 
 type SyncEvent = request_response::Event<Vec<u8>, Vec<u8>>;
 type SyncReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
@@ -39,6 +43,8 @@ pub(super) struct Actor {
     max_sync_bytes: usize,
     max_pending_sync_requests: usize,
     discovery_interval: Duration,
+    /// Per bootnode not connected: when to dial it next, and the wait after that.
+    bootnode_redial: HashMap<PeerId, (tokio::time::Instant, Duration)>,
     /// First remote address of each connected peer.
     /// Connected peers: remote address of the first connection, and whether they dialled us.
     connected: HashMap<PeerId, (Multiaddr, bool)>,
@@ -97,6 +103,7 @@ impl Actor {
             max_sync_bytes: config.max_sync_bytes,
             max_pending_sync_requests: config.max_pending_sync_requests,
             discovery_interval: config.discovery_interval,
+            bootnode_redial: HashMap::new(),
             connected: HashMap::new(),
             sync_outbound: HashMap::new(),
             sync_inbound: HashMap::new(),
@@ -143,6 +150,8 @@ impl Actor {
             discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick fires at once; bootnodes were dialed in `new`.
             discovery.tick().await;
+            let mut redial = tokio::time::interval(BOOTNODE_REDIAL_FIRST);
+            redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     command = self.commands.recv() => match command {
@@ -159,6 +168,7 @@ impl Actor {
                     },
                     event = self.swarm.select_next_some() => self.on_swarm_event(event),
                     _ = discovery.tick() => self.on_discovery_tick(),
+                    _ = redial.tick() => self.redial_bootnodes(),
                 }
             }
         }
@@ -219,6 +229,28 @@ impl Actor {
 
     fn dial_bootnodes(&mut self) {
         for (peer, addr) in self.bootnodes.clone() {
+            self.dial_peer(peer, vec![addr]);
+        }
+    }
+
+    /// Dials each bootnode we are not connected to whose backoff has run out.
+    fn redial_bootnodes(&mut self) {
+        let now = tokio::time::Instant::now();
+        for (peer, addr) in self.bootnodes.clone() {
+            if self.swarm.is_connected(&peer) || self.is_blocked(&peer) {
+                self.bootnode_redial.remove(&peer);
+                continue;
+            }
+            let cap = self.discovery_interval;
+            let (next, wait) = self
+                .bootnode_redial
+                .entry(peer)
+                .or_insert((now + BOOTNODE_REDIAL_FIRST, BOOTNODE_REDIAL_FIRST));
+            if now < *next {
+                continue;
+            }
+            *next = now + *wait;
+            *wait = (*wait * 2).min(cap);
             self.dial_peer(peer, vec![addr]);
         }
     }

@@ -55,8 +55,9 @@ pub struct NetworkConfig {
     pub max_pending_sync_requests: usize,
     /// Gossipsub heartbeat. Default 1 s.
     pub gossip_heartbeat: Duration,
-    /// How often we re-dial bootnodes we are not connected to and run a Kademlia bootstrap.
-    /// Default 30 s.
+    /// How often we re-dial every bootnode we are not connected to and run a Kademlia
+    /// bootstrap. Default 30 s. (A bootnode that drops is also re-dialed on its own, after 1 s,
+    /// then 2 s, 4 s, … up to this interval.)
     pub discovery_interval: Duration,
     /// How long a connection with no protocol using it stays open. Default 10 min: peers
     /// outside our gossip mesh are still useful for sync and discovery.
