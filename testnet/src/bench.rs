@@ -685,7 +685,8 @@ fn progress(
         .len();
     let elapsed = start.elapsed().as_secs_f64();
     let line = format!(
-        "[{elapsed:>5.1}/{} s] submitted {submitted}  accepted {accepted}  final (all senders) {finalized}",
+        "{} [{elapsed:>5.1}/{} s] submitted {submitted}  accepted {accepted}  final (all senders) {finalized}",
+        progress_bar(elapsed / duration.as_secs_f64().max(1e-9)),
         duration.as_secs()
     );
     if terminal {
@@ -693,6 +694,17 @@ fn progress(
     } else {
         eprintln!("{line}");
     }
+}
+
+/// A 20-cell bar for `fraction` of the run done (past 1: full; NaN: empty).
+fn progress_bar(fraction: f64) -> String {
+    const CELLS: u32 = 20;
+    // A cell is filled once the run is past its middle.
+    let filled = (0..CELLS)
+        .filter(|&cell| (f64::from(cell) + 0.5) / f64::from(CELLS) < fraction)
+        .count();
+    let empty = (0..CELLS).count() - filled;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(empty))
 }
 
 /// The API error's name (`NonceTooLow`, …), `rpc_<code>`, or `transport`.
@@ -1060,6 +1072,19 @@ mod tests {
             assert!(cpu_ticks(std::process::id()).is_some());
             assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
         }
+    }
+
+    #[test]
+    fn the_progress_bar_fills_with_the_run() {
+        assert_eq!(progress_bar(0.0), format!("[{}]", "-".repeat(20)));
+        assert_eq!(
+            progress_bar(0.5),
+            format!("[{}{}]", "#".repeat(10), "-".repeat(10))
+        );
+        assert_eq!(progress_bar(1.0), format!("[{}]", "#".repeat(20)));
+        // Draining past the submission time, or nonsense, stays within the bar.
+        assert_eq!(progress_bar(3.0), progress_bar(1.0));
+        assert_eq!(progress_bar(f64::NAN).len(), 22);
     }
 
     #[test]
