@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mesh_ledger::block::{receipts_root, tx_root, PROTOCOL_VERSION};
@@ -204,6 +205,22 @@ fn execution(c: &mut Criterion) {
             },
             BatchSize::PerIteration,
         )
+    });
+    // The commit alone: each block is executed outside the timed part, then committed.
+    group.bench_function("commit", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let executed = fixture.execute(workload.next_txs());
+                let start = Instant::now();
+                fixture
+                    .store
+                    .commit_block(&executed, b"certificate")
+                    .unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
     });
     group.finish();
 

@@ -305,6 +305,36 @@ fn refusals_are_clear() {
     );
     assert!(err.to_string().contains("schema version"));
 
+    // A database of the previous layout (schema 1: one receipt record per transaction, borsh
+    // tree nodes): refused, naming both versions, not misread.
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &cfs).unwrap();
+        db.put_cf(
+            db.cf_handle("meta").unwrap(),
+            b"schema_version",
+            1u32.to_be_bytes(),
+        )
+        .unwrap();
+    }
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaMismatch {
+                found: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("schema version 1") && message.contains("reads version 2"),
+        "{message}"
+    );
+
     // A database of another program.
     let foreign = tempfile::tempdir().unwrap();
     {
