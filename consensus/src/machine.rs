@@ -295,9 +295,18 @@ impl Consensus {
         self.enter_view(view.next(), progress);
     }
 
+    /// Whether our key carries voting power; a full node's does not, and it only follows.
+    fn is_voter(&self) -> bool {
+        self.config.validators.power_of(&self.me) > 0
+    }
+
     /// Records a vote in the safety state, asks for it to be persisted, then sends it and
-    /// counts it like anyone else's.
+    /// counts it like anyone else's. A node whose key has no voting power (a full node
+    /// following the chain) casts nothing: its signature must never enter a certificate.
     pub(crate) fn cast_vote(&mut self, vote: Vote) {
+        if !self.is_voter() {
+            return;
+        }
         if self.safety.record(vote) {
             let views_max = self.config.limits.safety_views_max;
             self.safety.close_views(self.finalized.view, views_max);
@@ -312,6 +321,10 @@ impl Consensus {
     /// Votes notarize for the current view's proposal once it is verified, extends a
     /// certified parent, and we neither voted nor nullified in this view.
     fn try_vote_notarize(&mut self) -> bool {
+        // `advance` loops while this votes; a node that cannot vote must not claim it did.
+        if !self.is_voter() {
+            return false;
+        }
         let view = self.view;
         let Some(state) = self.views.get(&view) else {
             return false;

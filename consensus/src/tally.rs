@@ -66,6 +66,15 @@ impl ViewState {
         validators: &ValidatorSet,
         quorum: u64,
     ) -> Tallied {
+        // Only voting power is counted, and only counted votes go into certificates: a vote
+        // without power (checked for peers' votes before this, and our own when we are not a
+        // validator) would make every certificate built from this tally invalid.
+        if validators.power_of(&signed.signer) == 0 {
+            return Tallied {
+                quorum: false,
+                evidence: None,
+            };
+        }
         // Finalize and nullify in one view contradict each other (the safety argument rests
         // on honest validators never doing both), so either after the other is evidence.
         let opposite = match signed.vote {

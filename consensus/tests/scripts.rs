@@ -308,3 +308,61 @@ fn votes_arriving_together_are_batch_verified_and_a_bad_one_is_singled_out() {
         ],
     );
 }
+
+#[test]
+fn an_observer_never_votes_and_its_certificates_hold_only_validators() {
+    let mut s = Script::observer();
+    let mut outputs = s.machine.start(0);
+    let (header, proposal) = s.proposal(1, genesis_id(), b"one");
+    outputs.extend(s.machine.on_input(10, s.from(1, proposal)));
+    outputs.extend(s.machine.on_input(
+        11,
+        Input::PayloadVerified {
+            view: View(1),
+            block_hash: header.hash,
+            valid: true,
+        },
+    ));
+    for index in [0, 2, 3] {
+        outputs.extend(
+            s.machine
+                .on_input(20, s.vote(index, Vote::Notarize(header))),
+        );
+    }
+    for index in [0, 1, 2] {
+        outputs.extend(
+            s.machine
+                .on_input(30, s.vote(index, Vote::Finalize(header.id()))),
+        );
+    }
+    // A timeout in the next view would make a validator nullify; the observer stays silent.
+    outputs.extend(
+        s.machine
+            .on_input(30 + 10 * BASE_MS, Input::Timeout { view: View(2) }),
+    );
+    assert!(
+        !outputs.iter().any(|o| matches!(
+            o,
+            Output::Broadcast(Message::Vote(_)) | Output::PersistSafetyState(_)
+        )),
+        "an observer cast or persisted a vote: {:?}",
+        outputs.iter().map(reduce).collect::<Vec<_>>()
+    );
+    let certificate = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Finalize { certificate, .. } => Some(certificate.clone()),
+            _ => None,
+        })
+        .expect("the observer finalizes from the validators' votes");
+    assert_eq!(certificate.signatures.len(), 3);
+    certificate
+        .verify(CHAIN, &s.config.validators)
+        .expect("every signer of the observer's certificate is a validator");
+    // And its own notarization/finalization broadcasts carry only validators.
+    for output in &outputs {
+        if let Output::Broadcast(Message::Finalization(cert)) = output {
+            cert.verify(CHAIN, &s.config.validators).unwrap();
+        }
+    }
+}

@@ -95,6 +95,13 @@ impl Script {
         }
     }
 
+    /// A machine following the four validators with a key outside the set (a full node).
+    pub fn observer() -> Script {
+        let mut script = Script::new(0);
+        script.machine = Consensus::new(script.config.clone(), SecretKey::from_seed([99; 32]));
+        script
+    }
+
     pub fn start(&mut self, expect: &[Got]) {
         let outputs = self.machine.start(self.now_ms);
         assert_eq!(
