@@ -165,15 +165,7 @@ fn four_validators_on_one_host_start_from_their_homes_and_finalize() {
         // A loopback host binds exactly its address: nothing listens beyond 127.0.0.1.
         let config = Config::load(&home.join("config.toml")).unwrap();
         assert_eq!(config.p2p.listen_addr, format!("/ip4/127.0.0.1/tcp/{p2p}"));
-        assert_eq!(
-            config.rpc.listen_addr.to_string(),
-            format!("127.0.0.1:{}", p2p + 1)
-        );
-        assert_eq!(
-            config.metrics.listen_addr.to_string(),
-            format!("127.0.0.1:{}", p2p + 2)
-        );
-        assert_eq!(config.consensus, ConsensusSettings::default());
+        assert_production_ports(&config, p2p);
         assert_eq!(config.p2p.bootnodes.len(), 3);
     }
 
@@ -366,15 +358,7 @@ fn mixed_hosts_give_production_homes_the_node_accepts() {
         let config = Config::load(&home.join("config.toml")).unwrap();
         assert_eq!(config.moniker, format!("node-{index}"));
         assert_eq!(config.p2p.listen_addr, listen);
-        assert_eq!(
-            config.rpc.listen_addr.to_string(),
-            format!("127.0.0.1:{}", p2p + 1)
-        );
-        assert_eq!(
-            config.metrics.listen_addr.to_string(),
-            format!("127.0.0.1:{}", p2p + 2)
-        );
-        assert_eq!(config.consensus, ConsensusSettings::default());
+        assert_production_ports(&config, p2p);
         let others: Vec<String> = (0..3)
             .filter(|&other| other != index)
             .map(|other| dial[other].to_owned())
@@ -388,4 +372,18 @@ fn mixed_hosts_give_production_homes_the_node_accepts() {
         !printed.contains("warning"),
         "host names are dialed like addresses: {printed}"
     );
+}
+
+/// RPC and metrics on loopback at the two ports after `p2p`, and the production consensus
+/// timing `meshd init` wrote (not the local testnet's fast one).
+fn assert_production_ports(config: &Config, p2p: u16) {
+    assert_eq!(
+        config.rpc.listen_addr.to_string(),
+        format!("127.0.0.1:{}", p2p + 1)
+    );
+    assert_eq!(
+        config.metrics.listen_addr.to_string(),
+        format!("127.0.0.1:{}", p2p + 2)
+    );
+    assert_eq!(config.consensus, ConsensusSettings::default());
 }
