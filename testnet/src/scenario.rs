@@ -106,23 +106,14 @@ pub fn scenario(meshd: &Path, options: &ScenarioOptions) -> Result<ScenarioRepor
     }
     let started = Instant::now();
     let run = Run::new(meshd, options)?;
-    let (passed, load) = match options.scenario {
-        Scenario::All => run.all()?,
-        single => {
-            let mut passed = Vec::new();
-            let load = if single == Scenario::CrashRestart {
-                Some(run.with_load(&mut passed, |run, passed| run.crash_restart(passed))?)
-            } else {
-                match single {
-                    Scenario::Transfer => run.transfer(&mut passed)?,
-                    Scenario::Partition => run.partition(&mut passed)?,
-                    Scenario::Pause => run.pause(&mut passed)?,
-                    _ => run.join(&mut passed)?,
-                }
-                None
-            };
-            (passed, load)
-        }
+    let mut passed = Vec::new();
+    let load = match options.scenario {
+        Scenario::Transfer => run.transfer(&mut passed).map(|()| None)?,
+        Scenario::CrashRestart => Some(run.with_load(&mut passed, Run::crash_restart)?),
+        Scenario::Partition => run.partition(&mut passed).map(|()| None)?,
+        Scenario::Pause => run.pause(&mut passed).map(|()| None)?,
+        Scenario::Join => run.join(&mut passed).map(|()| None)?,
+        Scenario::All => Some(run.with_load(&mut passed, Run::every_scenario)?),
     };
     let report = ScenarioReport {
         scenario: options.scenario,
@@ -132,23 +123,20 @@ pub fn scenario(meshd: &Path, options: &ScenarioOptions) -> Result<ScenarioRepor
     };
     println!(
         "scenario {} passed: {} check(s) in {:.0} s",
-        options.scenario.name(),
+        options.scenario,
         report.passed.len(),
         report.seconds
     );
     Ok(report)
 }
 
-impl Scenario {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Transfer => "transfer",
-            Scenario::CrashRestart => "crash-restart",
-            Scenario::Partition => "partition",
-            Scenario::Pause => "pause",
-            Scenario::Join => "join",
-            Scenario::All => "all",
+impl std::fmt::Display for Scenario {
+    /// The name on the command line (clap's, so the two never differ).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum as _;
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => write!(f, "{self:?}"),
         }
     }
 }
@@ -229,16 +217,13 @@ impl Run {
         Ok((0..self.file()?.nodes.len()).collect())
     }
 
-    fn all(&self) -> Result<(Vec<Passed>, Option<BenchRun>), TestnetError> {
-        let mut passed = Vec::new();
-        let load = self.with_load(&mut passed, |run, passed| {
-            run.transfer(passed)?;
-            run.crash_restart(passed)?;
-            run.partition(passed)?;
-            run.pause(passed)?;
-            run.join(passed)
-        })?;
-        Ok((passed, Some(load)))
+    /// `all`: every scenario, in the order of the issue (run under one load by the caller).
+    fn every_scenario(&self, passed: &mut Vec<Passed>) -> Result<(), TestnetError> {
+        self.transfer(passed)?;
+        self.crash_restart(passed)?;
+        self.partition(passed)?;
+        self.pause(passed)?;
+        self.join(passed)
     }
 
     /// Runs `body` under the background load, then stops the load, waits for its last
@@ -667,6 +652,16 @@ mod tests {
                 join_indexes(&validators[half..])
             ),
             "0,1/2,3,4"
+        );
+    }
+
+    #[test]
+    fn scenarios_are_named_as_on_the_command_line_and_in_reports() {
+        assert_eq!(Scenario::CrashRestart.to_string(), "crash-restart");
+        assert_eq!(Scenario::All.to_string(), "all");
+        assert_eq!(
+            serde_json::to_string(&Scenario::CrashRestart).unwrap(),
+            "\"crash-restart\""
         );
     }
 
