@@ -196,7 +196,8 @@ pub struct Driver {
     consensus: Consensus,
     /// The consensus configuration (for the leader schedule).
     consensus_config: mesh_consensus::Config,
-    /// Only validators speak in consensus; a full node follows silently.
+    /// Only validators speak in consensus; a full node follows silently (its machine casts no
+    /// vote; the certificates it would re-send are the validators' to spread).
     is_validator: bool,
     me: Address,
     chain: Chain,
@@ -423,10 +424,9 @@ impl Driver {
                     height,
                     parent,
                 } => {
-                    if self.is_validator {
-                        let at = self.build_time(&parent);
-                        self.pending_build = Some((view, height, parent, at));
-                    }
+                    // Only a leader is asked, and leaders are validators.
+                    let at = self.build_time(&parent);
+                    self.pending_build = Some((view, height, parent, at));
                 }
                 Output::VerifyPayload {
                     view,
@@ -477,9 +477,7 @@ impl Driver {
     }
 
     fn persist_safety(&mut self, state: &SafetyState) -> Result<(), DriverError> {
-        if !self.is_validator {
-            return Ok(());
-        }
+        // A follower's machine never votes, so it never asks for this.
         let started = Instant::now();
         let bytes = mesh_ledger::encoding::encode(state);
         let store = Arc::clone(self.chain.store());
