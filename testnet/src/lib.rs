@@ -378,6 +378,16 @@ pub enum TestnetError {
 }
 
 impl TestnetError {
+    /// `node` exited with `status`: names its log and quotes the log's last lines.
+    fn exited(node: &NodeEntry, status: std::process::ExitStatus) -> TestnetError {
+        TestnetError::NodeExited {
+            name: node.name.clone(),
+            status: status.to_string(),
+            log: node.home.join(process::LOG_FILE).display().to_string(),
+            tail: process::log_tail(&node.home, 20),
+        }
+    }
+
     fn io(path: &Path, source: std::io::Error) -> TestnetError {
         TestnetError::Io {
             path: path.display().to_string(),
@@ -785,12 +795,7 @@ fn wait_live(
     loop {
         for (index, (node, child)) in children.iter_mut().enumerate() {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(TestnetError::NodeExited {
-                    name: node.name.clone(),
-                    status: status.to_string(),
-                    log: node.home.join(process::LOG_FILE).display().to_string(),
-                    tail: process::log_tail(&node.home, 20),
-                });
+                return Err(TestnetError::exited(node, status));
             }
             if let Some(metrics) = scrape_metrics(&node.metrics) {
                 baseline[index].get_or_insert(metrics.finalized_height);
@@ -919,12 +924,7 @@ fn start_node(meshd: &Path, dir: &Path, index: usize, verb: &str) -> Result<(), 
     let deadline = Instant::now() + RESTART_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(TestnetError::NodeExited {
-                name: entry.name.clone(),
-                status: status.to_string(),
-                log: entry.home.join(process::LOG_FILE).display().to_string(),
-                tail: process::log_tail(&entry.home, 20),
-            });
+            return Err(TestnetError::exited(&entry, status));
         }
         // Answering is enough: a node serves metrics before it has restored its chain.
         if scrape_metrics(&entry.metrics).is_some() {
