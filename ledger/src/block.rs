@@ -8,7 +8,10 @@ use crate::encoding;
 use crate::tx::{SignedTransaction, TxHash};
 
 /// Version of the block format and execution rules; a header with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: state tree nodes hashed with keyed blake3 (ADR 002); a version-1 chain's state roots
+/// differ, so its blocks are refused by version rather than by a state-root mismatch.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A block header. Its hash identifies the block: it commits to the transactions (`tx_root`),
 /// their outcomes (`receipts_root`) and the state after executing them (`state_root`).

@@ -15,19 +15,101 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Address, Hash};
 use crate::encoding;
 
-/// blake3 as the tree's hash function.
-#[derive(Debug, Clone, Default)]
-pub struct Blake3Hasher(blake3::Hasher);
+/// blake3 as the tree's hash function, with the tree's nodes hashed in blake3's keyed mode.
+///
+/// jmt hashes a node as `H(tag ‖ left ‖ right)` (internal) or `H(tag ‖ key hash ‖ value hash)`
+/// (leaf): a 16- or 13-byte tag before 64 bytes, two blake3 compressions. It passes the tag as
+/// the first update of its own, so this hasher recognises it and hashes what follows under a
+/// key derived for that tag instead: `blake3_keyed(K_tag, 64 bytes)`, one compression. The
+/// kinds stay apart (each has its own key, and keyed hashes are unrelated to the unkeyed
+/// `blake3` that hashes everything else), and node hashing, most of the hashing a block does,
+/// costs half (ADR 002). Whatever does not start with a tag update is plain `blake3`.
+///
+/// Inputs up to [`INLINE_BYTES`] (all node and key hashes, account values) are buffered and
+/// hashed in one call; longer ones stream through a `blake3::Hasher`.
+#[derive(Clone)]
+pub struct Blake3Hasher {
+    key: Option<&'static [u8; 32]>,
+    started: bool,
+    inline: [u8; INLINE_BYTES],
+    len: usize,
+    stream: Option<Box<blake3::Hasher>>,
+}
+
+/// Bytes a [`Blake3Hasher`] buffers before it streams.
+const INLINE_BYTES: usize = 128;
+
+/// Key of leaf-node hashes (derived once from a fixed context string).
+static LEAF_NODE_KEY: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| blake3::derive_key("mesh-ledger state tree v2 leaf node", b""));
+
+/// Key of internal-node hashes.
+static INTERNAL_NODE_KEY: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| blake3::derive_key("mesh-ledger state tree v2 internal node", b""));
+
+impl std::fmt::Debug for Blake3Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blake3Hasher")
+            .field("keyed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Blake3Hasher {
+    fn default() -> Self {
+        Blake3Hasher {
+            key: None,
+            started: false,
+            inline: [0; INLINE_BYTES],
+            len: 0,
+            stream: None,
+        }
+    }
+}
 
 impl SimpleHasher for Blake3Hasher {
     fn new() -> Self {
-        Blake3Hasher(blake3::Hasher::new())
+        Blake3Hasher::default()
     }
+
     fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+        if !self.started {
+            self.started = true;
+            if data == jmt::proof::LEAF_DOMAIN_SEPARATOR {
+                self.key = Some(&LEAF_NODE_KEY);
+                return;
+            }
+            if data == jmt::proof::INTERNAL_DOMAIN_SEPARATOR {
+                self.key = Some(&INTERNAL_NODE_KEY);
+                return;
+            }
+        }
+        if let Some(stream) = &mut self.stream {
+            stream.update(data);
+            return;
+        }
+        let end = self.len + data.len();
+        if let Some(slot) = self.inline.get_mut(self.len..end) {
+            slot.copy_from_slice(data);
+            self.len = end;
+            return;
+        }
+        let mut stream = Box::new(match self.key {
+            Some(key) => blake3::Hasher::new_keyed(key),
+            None => blake3::Hasher::new(),
+        });
+        stream.update(&self.inline[..self.len]);
+        stream.update(data);
+        self.stream = Some(stream);
     }
+
     fn finalize(self) -> [u8; 32] {
-        *self.0.finalize().as_bytes()
+        let hash = match (self.stream, self.key) {
+            (Some(stream), _) => stream.finalize(),
+            (None, Some(key)) => blake3::keyed_hash(key, &self.inline[..self.len]),
+            (None, None) => blake3::hash(&self.inline[..self.len]),
+        };
+        *hash.as_bytes()
     }
 }
 
@@ -408,7 +490,71 @@ mod tests {
         values
     }
 
+    fn hash_in_pieces(pieces: &[&[u8]]) -> [u8; 32] {
+        let mut hasher = <Blake3Hasher as SimpleHasher>::new();
+        for piece in pieces {
+            hasher.update(piece);
+        }
+        hasher.finalize()
+    }
+
+    #[test]
+    fn the_tree_hash_is_keyed_blake3_for_nodes_and_plain_blake3_otherwise() {
+        let left = [7u8; 32];
+        let right = [9u8; 32];
+        let both = [left, right].concat();
+        let leaf_key = blake3::derive_key("mesh-ledger state tree v2 leaf node", b"");
+        let internal_key = blake3::derive_key("mesh-ledger state tree v2 internal node", b"");
+        assert_ne!(leaf_key, internal_key);
+        assert_eq!(
+            hash_in_pieces(&[jmt::proof::INTERNAL_DOMAIN_SEPARATOR, &left, &right]),
+            *blake3::keyed_hash(&internal_key, &both).as_bytes()
+        );
+        assert_eq!(
+            hash_in_pieces(&[jmt::proof::LEAF_DOMAIN_SEPARATOR, &left, &right]),
+            *blake3::keyed_hash(&leaf_key, &both).as_bytes()
+        );
+        // A tag that is not the first update, or is part of a longer first update, is data.
+        let tagged = [jmt::proof::LEAF_DOMAIN_SEPARATOR, &both].concat();
+        assert_eq!(
+            hash_in_pieces(&[&tagged]),
+            *blake3::hash(&tagged).as_bytes()
+        );
+        assert_eq!(
+            hash_in_pieces(&[&[], jmt::proof::LEAF_DOMAIN_SEPARATOR, &both]),
+            *blake3::hash(&tagged).as_bytes()
+        );
+    }
+
     proptest! {
+        /// Inputs of any length, fed in any pieces, hash as one blake3 call would (buffered
+        /// and streamed alike, keyed or not).
+        #[test]
+        fn the_tree_hash_does_not_depend_on_buffering(
+            data in prop::collection::vec(any::<u8>(), 0..600),
+            cuts in prop::collection::vec(0usize..600, 0..6),
+            keyed in any::<bool>(),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(data.len())).collect();
+            cuts.push(0);
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            if keyed {
+                pieces.push(jmt::proof::INTERNAL_DOMAIN_SEPARATOR);
+            }
+            for window in cuts.windows(2) {
+                pieces.push(&data[window[0]..window[1]]);
+            }
+            let expected = if keyed {
+                let key = blake3::derive_key("mesh-ledger state tree v2 internal node", b"");
+                blake3::keyed_hash(&key, &data)
+            } else {
+                blake3::hash(&data)
+            };
+            prop_assert_eq!(hash_in_pieces(&pieces), *expected.as_bytes());
+        }
+
         /// Batch and key-by-key insertion give the same root and the same nodes and values to
         /// store, version after version, whether keys are new (splitting leaves) or updated
         /// (a small key space makes blocks overlap).

@@ -8,6 +8,7 @@
 
 mod support;
 
+use mesh_ledger::block::PROTOCOL_VERSION;
 use mesh_ledger::execution::{apply_block, check_stateful, BlockError, StatefulError};
 use mesh_ledger::genesis::GenesisError;
 use mesh_ledger::tx::{verify_signatures, TxError};
@@ -270,7 +271,7 @@ fn apply_mutated(mutate: impl FnOnce(&mut Block)) -> BlockError {
 #[test]
 fn block_rejections() {
     assert!(matches!(
-        apply_mutated(|b| b.header.version = 2),
+        apply_mutated(|b| b.header.version = PROTOCOL_VERSION - 1),
         BlockError::WrongVersion { .. }
     ));
     assert!(matches!(
