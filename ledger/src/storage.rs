@@ -21,7 +21,6 @@
 //! = h; so after a crash at any instant the database holds whole blocks 0..=latest and nothing
 //! of latest + 1.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -40,6 +39,10 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::limits::HEADER_BYTES_MAX;
 use crate::state::{self, Account, StateError, StateKey, StateProof, StateReader};
 use crate::tx::{SignedTransaction, TxHash};
+
+/// The caches' maps: foldhash, randomly seeded per process, so keys an attacker chooses (state
+/// keys, and through their hashes tree positions) cannot be aimed at one bucket.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 mod codec;
 
@@ -174,8 +177,8 @@ impl PathKey {
 impl NodeCache {
     fn new(bytes_max: usize) -> NodeCache {
         NodeCache {
-            newer: HashMap::new(),
-            older: HashMap::new(),
+            newer: HashMap::default(),
+            older: HashMap::default(),
             newer_bytes: 0,
             generation_bytes: bytes_max / 2,
         }
@@ -249,8 +252,8 @@ struct StateCache {
 impl StateCache {
     fn new(bytes_max: usize) -> StateCache {
         StateCache {
-            newer: HashMap::new(),
-            older: HashMap::new(),
+            newer: HashMap::default(),
+            older: HashMap::default(),
             newer_bytes: 0,
             generation_bytes: bytes_max / 2,
             commits: 0,
