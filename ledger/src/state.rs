@@ -196,6 +196,11 @@ impl StateKey {
         out
     }
 
+    /// Whether an encoded state key is a repository entry's (not an account's).
+    pub fn is_value_key(encoded_key: &[u8]) -> bool {
+        encoded_key.first() == Some(&VALUE_TAG)
+    }
+
     /// Inverse of [`StateKey::encode`].
     pub fn decode(bytes: &[u8]) -> Option<StateKey> {
         let (tag, rest) = bytes.split_first()?;

@@ -14,7 +14,7 @@
 //! | `receipts` | height | the block's receipts: count, end offsets, borsh `Receipt`s |
 //! | `tree_nodes` | version (u64 BE) ‖ nibble count ‖ packed nibbles | compact node ([`codec`]) |
 //! | `tree_values` | key hash ‖ version (u64 BE) | borsh `Option<Vec<u8>>` |
-//! | `state` | encoded `StateKey` | latest value |
+//! | `value_keys` | encoded `StateKey::Value` | empty: the repository's keys, for listing |
 //! | `consensus` | name | the consensus driver's safety state |
 //!
 //! *Invariant:* everything of height h is written by one batch, together with `meta/latest`
@@ -51,7 +51,9 @@ use codec::TreeNodeKey;
 /// Version of the storage layout above. A database of another version is refused.
 ///
 /// 2: one `receipts` record per block; compact `tree_nodes` keys and values.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: no `state` column family (latest values are read from `tree_values`); `value_keys`
+/// lists the repository's keys; tree hashes of protocol version 2.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const CF_META: &str = "meta";
 const CF_HEADERS: &str = "headers";
@@ -62,7 +64,7 @@ const CF_TX_INDEX: &str = "tx_index";
 const CF_RECEIPTS: &str = "receipts";
 const CF_TREE_NODES: &str = "tree_nodes";
 const CF_TREE_VALUES: &str = "tree_values";
-const CF_STATE: &str = "state";
+const CF_VALUE_KEYS: &str = "value_keys";
 const CF_CONSENSUS: &str = "consensus";
 const COLUMN_FAMILIES: [&str; 11] = [
     CF_META,
@@ -74,9 +76,12 @@ const COLUMN_FAMILIES: [&str; 11] = [
     CF_RECEIPTS,
     CF_TREE_NODES,
     CF_TREE_VALUES,
-    CF_STATE,
+    CF_VALUE_KEYS,
     CF_CONSENSUS,
 ];
+
+/// Column families of earlier schemas: a database holding one is ours, of an older version.
+const RETIRED_COLUMN_FAMILIES: [&str; 1] = ["state"];
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 const META_LATEST_HEIGHT: &[u8] = b"latest_height";
@@ -233,7 +238,7 @@ impl NodeCache {
     }
 }
 
-/// Latest state entries (the `state` column family) recently read or written, so that
+/// Latest state entries (the newest `tree_values` of each key) recently read or written, so that
 /// executing a block does not search RocksDB for every account it touches.
 ///
 /// Unlike tree nodes these change: a commit writes its changes here after its batch is
@@ -395,7 +400,7 @@ impl Store {
             // ~40 % less CPU on the committing thread, and less CPU in all counting flushes
             // (docs/performance.md). 1 MiB saved a little more in the commit but cost more in
             // flushes and compactions.
-            if [CF_STATE, CF_TREE_VALUES, CF_TX_INDEX].contains(name) {
+            if [CF_TREE_VALUES, CF_TX_INDEX].contains(name) {
                 cf_options.set_write_buffer_size(RANDOM_KEY_MEMTABLE_BYTES);
             }
             ColumnFamilyDescriptor::new(*name, cf_options)
@@ -407,7 +412,26 @@ impl Store {
                 .iter()
                 .find(|name| *name != "default" && !COLUMN_FAMILIES.contains(&name.as_str()));
             if let Some(name) = foreign {
-                return Err(open_error(format!("it has a column family {name:?} that Mesh Ledger does not use: not a Mesh Ledger database")));
+                if !RETIRED_COLUMN_FAMILIES.contains(&name.as_str()) {
+                    return Err(open_error(format!("it has a column family {name:?} that Mesh Ledger does not use: not a Mesh Ledger database")));
+                }
+                // An older layout: read its version (read-only, all families as they are) to
+                // say which.
+                let old = DB::open_cf_for_read_only(&Options::default(), path, &existing, false)
+                    .map_err(|err| open_error(err.to_string()))?;
+                let found = old
+                    .cf_handle(CF_META)
+                    .and_then(|meta| old.get_cf(meta, META_SCHEMA_VERSION).ok().flatten())
+                    .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| {
+                        open_error(format!("it has the retired column family {name:?} but no readable schema version"))
+                    })?;
+                return Err(StoreError::SchemaMismatch {
+                    path: shown,
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
             }
         }
         let db = DB::open_cf_descriptors(&options, path, descriptors)
@@ -705,11 +729,17 @@ impl Store {
         for ((version, key_hash), value) in executed.tree_nodes.values() {
             batch.put_cf(values, tree_value_key(key_hash, *version), encode(value));
         }
-        let state = self.cf(CF_STATE)?;
+        // The latest value of every entry is its newest `tree_values` version; only the
+        // repository's keys need a second record, so that an owner's keys can be listed in
+        // order (tree keys are hashes). Accounts, all a transfer block touches, need none.
+        let value_keys = self.cf(CF_VALUE_KEYS)?;
         for (key, value) in &executed.changes {
+            if !StateKey::is_value_key(key) {
+                continue;
+            }
             match value {
-                Some(bytes) => batch.put_cf(state, key, bytes),
-                None => batch.delete_cf(state, key),
+                Some(_) => batch.put_cf(value_keys, key, []),
+                None => batch.delete_cf(value_keys, key),
             }
         }
         batch.put_cf(self.cf(CF_META)?, META_LATEST_HEIGHT, height_key(height));
@@ -786,16 +816,37 @@ impl Store {
         }
         let mut entries = Vec::new();
         for item in self.db.iterator_cf(
-            self.cf(CF_STATE)?,
+            self.cf(CF_VALUE_KEYS)?,
             IteratorMode::From(&start, Direction::Forward),
         ) {
-            let (key, value) = item?;
+            let (key, _) = item?;
             if !key.starts_with(&full_prefix) || entries.len() >= limit {
                 break;
             }
-            entries.push((key[owner_prefix.len()..].to_vec(), value.to_vec()));
+            // A commit between the index read and this one may have deleted the entry.
+            if let Some(value) = self.raw(&key)? {
+                entries.push((key[owner_prefix.len()..].to_vec(), value));
+            }
         }
         Ok(entries)
+    }
+
+    /// The value of the tree key `key_hash` at `version`: its newest stored version at or
+    /// below (`None`: never set, or deleted).
+    fn tree_value(
+        &self,
+        key_hash: &KeyHash,
+        version: Version,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_TREE_VALUES)?);
+        iter.seek_for_prev(tree_value_key(key_hash, version));
+        if let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if key.len() == 40 && key[..32] == key_hash.0 {
+                return decode_stored("tree value", value, STORED_BYTES_MAX);
+            }
+        }
+        iter.status()?;
+        Ok(None)
     }
 
     /// Durably stores a record of the consensus driver (its safety state). Synced before it
@@ -822,7 +873,7 @@ impl StateReader for Store {
             cache.commits
         };
         let value = self
-            .get(CF_STATE, encoded_key)
+            .tree_value(&state::key_hash(encoded_key), Version::MAX)
             .map_err(|err| StateError::Storage(err.to_string()))?;
         let mut cache = self.state_cache();
         // A commit since the read may have changed the entry: then leave it to the next read.
@@ -851,16 +902,7 @@ impl TreeReader for Store {
         max_version: Version,
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        let mut iter = self.db.raw_iterator_cf(self.cf(CF_TREE_VALUES)?);
-        iter.seek_for_prev(tree_value_key(&key_hash, max_version));
-        if let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            if key.len() == 40 && key[..32] == key_hash.0 {
-                let value: Option<Vec<u8>> = decode_stored("tree value", value, STORED_BYTES_MAX)?;
-                return Ok(value);
-            }
-        }
-        iter.status()?;
-        Ok(None)
+        Ok(self.tree_value(&key_hash, max_version)?)
     }
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {

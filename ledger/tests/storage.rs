@@ -245,6 +245,45 @@ fn repository_keys_page_in_order() {
             .is_empty(),
         "namespaces are per owner"
     );
+
+    // A deleted key leaves the listing, an overwritten one shows its newest value, from the
+    // warm caches and from the database alone.
+    let changes = vec![
+        tx(
+            &alice,
+            5,
+            1,
+            Op::Delete {
+                key: b"a2".to_vec(),
+            },
+        ),
+        tx(
+            &alice,
+            6,
+            1,
+            Op::Put {
+                key: b"a1".to_vec(),
+                value: b"new".to_vec(),
+            },
+        ),
+    ];
+    commit_next(&store, &ctx, &changes);
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"a".to_vec(), vec![4]),
+        (b"a1".to_vec(), b"new".to_vec()),
+        (b"a3".to_vec(), vec![2]),
+        (b"b1".to_vec(), vec![3]),
+    ];
+    assert_eq!(
+        store.keys(&alice.address(), b"", None, 10).unwrap(),
+        expected
+    );
+    drop(store);
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        reopened.keys(&alice.address(), b"", None, 10).unwrap(),
+        expected
+    );
 }
 
 #[test]
@@ -305,15 +344,18 @@ fn refusals_are_clear() {
     );
     assert!(err.to_string().contains("schema version"));
 
-    // A database of the previous layout (schema 1: one receipt record per transaction, borsh
-    // tree nodes): refused, naming both versions, not misread.
+    // A database of the previous layout (schema 2: latest values in a `state` column family
+    // that schema 3 retired): refused, naming both versions, not misread or called foreign.
     {
-        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &cfs).unwrap();
+        let mut options = rocksdb::Options::default();
+        options.create_missing_column_families(true);
+        let mut cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        cfs.push("state".to_string());
+        let db = rocksdb::DB::open_cf(&options, dir.path(), &cfs).unwrap();
         db.put_cf(
             db.cf_handle("meta").unwrap(),
             b"schema_version",
-            1u32.to_be_bytes(),
+            2u32.to_be_bytes(),
         )
         .unwrap();
     }
@@ -322,8 +364,8 @@ fn refusals_are_clear() {
         matches!(
             err,
             StoreError::SchemaMismatch {
-                found: 1,
-                expected: 2,
+                found: 2,
+                expected: 3,
                 ..
             }
         ),
@@ -331,7 +373,7 @@ fn refusals_are_clear() {
     );
     let message = err.to_string();
     assert!(
-        message.contains("schema version 1") && message.contains("reads version 2"),
+        message.contains("schema version 2") && message.contains("reads version 3"),
         "{message}"
     );
 
