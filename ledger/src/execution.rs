@@ -6,7 +6,7 @@
 //! larger than the balance, deleting a missing key) still advances the nonce and pays the fee,
 //! and gets a failed receipt; it never aborts the block.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use jmt::storage::{NodeBatch, TreeReader};
 
@@ -17,6 +17,7 @@ use crate::crypto::{Address, Hash};
 use crate::genesis::{Genesis, GenesisError, Params};
 use crate::state::{self, Account, StateChanges, StateError, StateKey, StateReader};
 use crate::tx::{self, Op, SignedTransaction, Transaction, TxError, TxHash};
+use crate::HashMap;
 
 /// What execution needs to know about the chain besides state.
 #[derive(Debug, Clone)]
@@ -141,8 +142,8 @@ pub fn check_stateful(sender: &Account, tx: &Transaction) -> Result<(), Stateful
 /// writes stay here until the block is done.
 struct WorkingState<'a, S> {
     base: &'a S,
-    accounts: HashMap<Address, Account>,
-    dirty_accounts: Vec<Address>,
+    /// Accounts read or written so far, each with whether this block changed it.
+    accounts: HashMap<Address, (Account, bool)>,
     values: StateChanges,
 }
 
@@ -150,24 +151,32 @@ impl<'a, S: StateReader> WorkingState<'a, S> {
     fn new(base: &'a S) -> Self {
         WorkingState {
             base,
-            accounts: HashMap::new(),
-            dirty_accounts: Vec::new(),
+            accounts: HashMap::default(),
             values: StateChanges::new(),
         }
     }
 
     fn account(&mut self, address: &Address) -> Result<Account, StateError> {
-        if let Some(account) = self.accounts.get(address) {
+        if let Some((account, _)) = self.accounts.get(address) {
             return Ok(*account);
         }
         let account = self.base.account(address)?.unwrap_or_default();
-        self.accounts.insert(*address, account);
+        self.accounts.insert(*address, (account, false));
         Ok(account)
     }
 
     fn set_account(&mut self, address: Address, account: Account) {
-        if self.accounts.insert(address, account) != Some(account) {
-            self.dirty_accounts.push(address);
+        match self.accounts.entry(address) {
+            Entry::Occupied(mut entry) => {
+                let (current, changed) = entry.get_mut();
+                if *current != account {
+                    *current = account;
+                    *changed = true;
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert((account, true));
+            }
         }
     }
 
@@ -178,9 +187,11 @@ impl<'a, S: StateReader> WorkingState<'a, S> {
         }
     }
 
+    /// The block's writes. The accounts go in through a `BTreeMap`, so the map's order does
+    /// not leak into them.
     fn into_changes(mut self) -> StateChanges {
-        for address in self.dirty_accounts.drain(..) {
-            if let Some(account) = self.accounts.get(&address) {
+        for (address, (account, changed)) in self.accounts {
+            if changed {
                 self.values
                     .insert(StateKey::Account(address).encode(), Some(account.encode()));
             }

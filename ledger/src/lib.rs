@@ -34,3 +34,8 @@ pub use execution::{
 };
 #[cfg(feature = "storage")]
 pub mod storage;
+
+/// The hash map of the ledger's working sets and caches: foldhash, several times faster than
+/// std's SipHash on short keys, and seeded per process so that keys a client chooses cannot be
+/// aimed at one bucket. Nothing may depend on its iteration order.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -39,10 +39,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::limits::HEADER_BYTES_MAX;
 use crate::state::{self, Account, StateError, StateKey, StateProof, StateReader};
 use crate::tx::{SignedTransaction, TxHash};
-
-/// The caches' maps: foldhash, randomly seeded per process, so keys an attacker chooses (state
-/// keys, and through their hashes tree positions) cannot be aimed at one bucket.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::HashMap;
 
 mod codec;
 
