@@ -176,6 +176,12 @@ impl Fixture {
             tree_nodes,
         }
     }
+
+    /// Executes `txs` as the next block and commits it.
+    fn execute_and_commit(&self, txs: Vec<SignedTransaction>) {
+        let executed = self.execute(txs);
+        self.store.commit_block(&executed, b"certificate").unwrap();
+    }
 }
 
 /// CPU time this thread has run, from Linux's `/proc/thread-self/schedstat` (nanoseconds on
@@ -207,20 +213,11 @@ fn execution(c: &mut Criterion) {
         b.iter(|| fixture.execute(black_box(txs.clone())))
     });
     // Commit that block so the workload's nonces stay in step with the store.
-    fixture
-        .store
-        .commit_block(&fixture.execute(txs), b"certificate")
-        .unwrap();
+    fixture.execute_and_commit(txs);
     group.bench_function("execute_and_commit", |b| {
         b.iter_batched(
             || workload.next_txs(),
-            |txs| {
-                let executed = fixture.execute(txs);
-                fixture
-                    .store
-                    .commit_block(&executed, b"certificate")
-                    .unwrap();
-            },
+            |txs| fixture.execute_and_commit(txs),
             BatchSize::PerIteration,
         )
     });
@@ -235,11 +232,7 @@ fn execution(c: &mut Criterion) {
                 let txs = workload.next_txs();
                 let wall = Instant::now();
                 let cpu = thread_cpu_time();
-                let executed = fixture.execute(txs);
-                fixture
-                    .store
-                    .commit_block(&executed, b"certificate")
-                    .unwrap();
+                fixture.execute_and_commit(txs);
                 total += match (cpu, thread_cpu_time()) {
                     (Some(before), Some(after)) => after.saturating_sub(before),
                     _ => wall.elapsed(),
@@ -257,11 +250,7 @@ fn execution(c: &mut Criterion) {
             let wall = Instant::now();
             let cpu = process_cpu_time();
             for txs in blocks {
-                let executed = fixture.execute(txs);
-                fixture
-                    .store
-                    .commit_block(&executed, b"certificate")
-                    .unwrap();
+                fixture.execute_and_commit(txs);
             }
             match (cpu, process_cpu_time()) {
                 (Some(before), Some(after)) => after.saturating_sub(before),
