@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mesh_ledger::Hash;
 
 use crate::machine::Consensus;
-use crate::types::{Block, CertifiedBlock, FinalityCertificate};
+use crate::types::{Block, CertifiedBlock, FinalityCertificate, View};
 use crate::{Output, Rejection};
 
 impl Consensus {
@@ -99,6 +99,42 @@ impl Consensus {
             .retain(|_, block| block.header.height > finalized.height);
         if self.view <= finalized.view {
             self.enter_view(finalized.view.next(), true);
+        }
+    }
+
+    /// Keeps blocks the application recovered (journal or fetch by hash) and found valid, so
+    /// finality can reach them; a proposal of this view waiting for the application's verdict
+    /// on the same block gets it.
+    pub(crate) fn on_blocks_recovered(&mut self, mut blocks: Vec<Block>) {
+        let max = self.config.limits.sync_blocks_max;
+        if blocks.len() > max {
+            blocks.truncate(max);
+        }
+        let payload_max = self.config.limits.payload_bytes_max;
+        let retained = self.config.limits.past_views_retained_max;
+        let oldest_kept = View(self.view.0.saturating_sub(retained));
+        for block in blocks {
+            let header = block.header;
+            if header.height <= self.finalized.height
+                || header.view <= self.finalized.view
+                || header.view < oldest_kept
+                || block.payload.len() > payload_max
+                || self.blocks.contains_key(&header.hash)
+                || self.blocks.len() as u64 >= retained
+            {
+                continue;
+            }
+            if let Some(state) = self.views.get_mut(&header.view) {
+                let same = state
+                    .proposal
+                    .as_ref()
+                    .is_some_and(|proposal| proposal.block.header == header);
+                if same && state.verdict.is_none() {
+                    state.verdict = Some(true);
+                }
+            }
+            self.stats.blocks_recovered += 1;
+            self.blocks.insert(header.hash, block);
         }
     }
 

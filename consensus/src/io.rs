@@ -35,6 +35,12 @@ pub enum Input {
     /// must have checked that each block's hash is what the application computes from its
     /// parent, height and payload; consensus checks the certificates and the parent links.
     BlocksSynced { blocks: Vec<CertifiedBlock> },
+    /// Blocks above the finalized one that the application holds and has found valid on top
+    /// of their parents: from its own journal after a restart, or fetched from a peer by hash
+    /// because a proposal or a leader needed them as parent. Consensus keeps them so that a
+    /// finality certificate over a descendant can finalize them. Blocks at or below the
+    /// finalized height, oversized ones and any beyond `Limits::sync_blocks_max` are ignored.
+    BlocksRecovered { blocks: Vec<Block> },
 }
 
 /// Work for the driver, in the order it must be done.
@@ -82,6 +88,9 @@ pub enum Output {
     RequestSync { from: Height, to: Height },
     /// A validator signed conflicting votes; here is the proof.
     ReportEvidence(Evidence),
+    /// Why a view ended (or, from a timeout, why it has no block yet): for logs and metrics
+    /// only; nothing needs to be done.
+    ViewReport(crate::report::ViewReport),
 }
 
 /// The votes this validator has signed that constrain what it may sign next, kept so a

@@ -57,6 +57,7 @@ mod finality;
 mod io;
 mod keys;
 mod machine;
+mod report;
 mod tally;
 mod types;
 mod votes;
@@ -64,6 +65,7 @@ mod votes;
 pub use config::{Config, Limits, Timeouts};
 pub use io::{Input, Output, SafetyState};
 pub use machine::{Consensus, Stats};
+pub use report::{NoBlockReason, ViewOutcome, ViewReport};
 pub use types::{
     Block, BlockId, CertError, Certificate, CertificateSubject, CertifiedBlock, Evidence,
     FinalityCertificate, Header, Height, Message, Notarization, Nullification, Proposal,

@@ -23,6 +23,10 @@ pub struct Stats {
     pub evidence_reported: u64,
     pub blocks_finalized: u64,
     pub views_nullified: u64,
+    /// Views left without a notarized block (see [`crate::ViewReport`] for why).
+    pub views_without_block: u64,
+    /// Blocks accepted through [`Input::BlocksRecovered`].
+    pub blocks_recovered: u64,
 }
 
 /// One validator's Simplex consensus, driven by [`Consensus::on_input`].
@@ -165,6 +169,10 @@ impl Consensus {
                 Ok(())
             }
             Input::BlocksSynced { blocks } => self.on_blocks_synced(blocks),
+            Input::BlocksRecovered { blocks } => {
+                self.on_blocks_recovered(blocks);
+                Ok(())
+            }
         };
         if let Err(rejection) = result {
             self.reject(rejection);
@@ -177,6 +185,11 @@ impl Consensus {
     /// The current view.
     pub fn view(&self) -> View {
         self.view
+    }
+
+    /// The leader's proposal for `view`, if one arrived and the view's state is still kept.
+    pub fn proposal(&self, view: View) -> Option<&Proposal> {
+        self.views.get(&view)?.proposal.as_ref()
     }
 
     /// The highest finalized block.
@@ -292,6 +305,7 @@ impl Consensus {
             self.stats.views_nullified += 1;
             self.failed_views = self.failed_views.saturating_add(1);
         }
+        self.report_view(view, true);
         self.enter_view(view.next(), progress);
     }
 
@@ -509,6 +523,7 @@ impl Consensus {
         if view != self.view || self.now_ms < self.view_deadline_ms {
             return;
         }
+        self.report_view(view, false);
         // Re-send first: the nullify vote cast just below is sent once, after its persist.
         self.rebroadcast_justification(view);
         if self.safety.may_nullify(view) && !self.safety.nullified(view) {

@@ -59,6 +59,15 @@ impl ViewState {
         }
     }
 
+    /// Who signed exactly `vote` (same kind and subject) in this view.
+    pub(crate) fn voters(&self, vote: &Vote) -> Vec<Address> {
+        self.votes_of_kind(vote)
+            .values()
+            .filter(|other| other.vote == *vote)
+            .map(|other| other.signer)
+            .collect()
+    }
+
     /// Counts a vote whose signature was checked (or is our own).
     pub(crate) fn add(
         &mut self,

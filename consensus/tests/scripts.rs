@@ -346,7 +346,7 @@ fn an_observer_never_votes_and_its_certificates_hold_only_validators() {
             Output::Broadcast(Message::Vote(_)) | Output::PersistSafetyState(_)
         )),
         "an observer cast or persisted a vote: {:?}",
-        outputs.iter().map(reduce).collect::<Vec<_>>()
+        protocol(&outputs)
     );
     let certificate = outputs
         .iter()
