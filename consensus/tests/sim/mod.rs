@@ -1,9 +1,11 @@
 //! A deterministic simulator: N consensus state machines over a seeded network with virtual
-//! time, crashes and restarts from persisted state, and Byzantine doubles. Invariants are
-//! checked on every run and reported by name.
+//! time, crashes and restarts from persisted state (also of the whole network at once), an
+//! application that must hold a block's parent to build or check it (`app.rs`), and Byzantine
+//! doubles. Invariants are checked on every run and reported by name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
+pub mod app;
 pub mod byzantine;
 pub mod invariants;
 pub mod scenario;
@@ -12,13 +14,14 @@ pub mod setup;
 use std::collections::BTreeMap;
 
 use mesh_consensus::{
-    BlockId, CertifiedBlock, Config, Consensus, Height, Input, Message, Output, SafetyState,
-    Timeouts, View,
+    Block, BlockId, CertifiedBlock, Config, Consensus, Height, Input, Message, Output, SafetyState,
+    Timeouts, View, ViewOutcome,
 };
 use mesh_ledger::{encoding, Address, Hash, SecretKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use app::{App, Job};
 use invariants::Checker;
 use scenario::{Role, Scenario};
 
@@ -44,8 +47,29 @@ enum Event {
     Crash {
         node: usize,
     },
+    /// The crash has not struck yet (the node carried out no batch): strike now.
+    CrashNow {
+        node: usize,
+    },
     Restart {
         node: usize,
+    },
+    /// A request for a block by hash (`app.rs`).
+    FetchRequest {
+        to: usize,
+        from: usize,
+        hash: Hash,
+    },
+    FetchResponse {
+        to: usize,
+        from: usize,
+        hash: Hash,
+        block: Option<Block>,
+    },
+    FetchRetry {
+        node: usize,
+        hash: Hash,
+        incarnation: u32,
     },
     GarbageTick {
         node: usize,
@@ -60,7 +84,14 @@ struct Node {
     /// What the driver made durable: the safety state and the finalized chain.
     durable_safety: SafetyState,
     durable_chain: Vec<CertifiedBlock>,
+    /// Block hash → index in `durable_chain`.
+    final_index: BTreeMap<Hash, usize>,
+    /// The driver's certificate journal (durable, as the node's since issue 20): every
+    /// notarization and nullification it broadcast, by (view, 0 notarization | 1
+    /// nullification), pruned as views become final and fed back at start.
+    cert_journal: BTreeMap<(u64, u8), Message>,
     crash_pending: bool,
+    app: App,
 }
 
 /// What one run found.
@@ -73,6 +104,20 @@ pub struct RunReport {
     pub scenario: Scenario,
     pub evidence_reported: u64,
     pub batches_delivered: u64,
+    /// Block requests by hash sent, and blocks fetched that way and handed to consensus.
+    pub fetches_sent: u64,
+    pub blocks_fetched: u64,
+    /// Blocks and certificates handed back to consensus from the journals on restarts.
+    pub blocks_from_journal: u64,
+    pub certificates_from_journal: u64,
+    /// Parents a leader waited for that no node held at the end (view of the first wait).
+    pub lost_parents: Vec<(View, Hash)>,
+    /// How views ended, by `ViewOutcome::label`, over all nodes.
+    pub view_outcomes: BTreeMap<&'static str, u64>,
+    /// Simulated time at the end of the run, and the real time it took (not deterministic;
+    /// for the cost summary only).
+    pub end_ms: u64,
+    pub wall_ms: u64,
 }
 
 pub struct World {
@@ -89,6 +134,14 @@ pub struct World {
     verbose: bool,
     evidence_reported: u64,
     batches_delivered: u64,
+    fetches_sent: u64,
+    blocks_fetched: u64,
+    blocks_from_journal: u64,
+    certificates_from_journal: u64,
+    /// Parents some leader had to wait for → the view it first waited in; removed once a
+    /// leader could build on it.
+    build_waits: BTreeMap<Hash, View>,
+    view_outcomes: BTreeMap<&'static str, u64>,
 }
 
 impl World {
@@ -111,7 +164,10 @@ impl World {
                 incarnation: 0,
                 durable_safety: SafetyState::default(),
                 durable_chain: Vec::new(),
+                final_index: BTreeMap::new(),
+                cert_journal: BTreeMap::new(),
                 crash_pending: false,
+                app: App::default(),
             })
             .collect();
         let checker = Checker::new(&scenario, config.validators.clone());
@@ -129,6 +185,12 @@ impl World {
             verbose,
             evidence_reported: 0,
             batches_delivered: 0,
+            fetches_sent: 0,
+            blocks_fetched: 0,
+            blocks_from_journal: 0,
+            certificates_from_journal: 0,
+            build_waits: BTreeMap::new(),
+            view_outcomes: BTreeMap::new(),
         }
     }
 
@@ -151,6 +213,9 @@ impl World {
         }
         for crash in self.scenario.crashes.clone() {
             self.schedule(crash.at_ms, Event::Crash { node: crash.node });
+            if let Some(at_ms) = crash.down_by_ms {
+                self.schedule(at_ms, Event::CrashNow { node: crash.node });
+            }
             self.schedule(crash.restart_ms, Event::Restart { node: crash.node });
         }
         let faults_end = self.scenario.faults_end_ms;
@@ -192,12 +257,27 @@ impl World {
             .collect();
         self.checker.check_chains(&chains);
         if self.checker.violations.is_empty() && !self.liveness_met(&start) {
+            // After a whole-network stop, faults end at or after the last restart.
+            let (name, after) = match &self.scenario.whole_stop {
+                Some(stop) => (
+                    "liveness-after-restart",
+                    format!(
+                        "after the last restart ({} ms) and the end of faults ({} ms)",
+                        stop.last_restart_ms, faults_end
+                    ),
+                ),
+                None => (
+                    "liveness",
+                    format!("after faults stopped ({faults_end} ms)"),
+                ),
+            };
             self.checker.violation(format!(
-                "liveness: finalized heights went from {start:?} to {:?} in {} ms after faults \
-                 stopped (need +{})",
+                "{name}: finalized heights went from {start:?} to {:?} in {} ms {after} (need \
+                 +{}); parents no node holds: {:?}",
                 self.chain_lengths(),
                 self.scenario.liveness_window_ms,
-                self.scenario.liveness_blocks
+                self.scenario.liveness_blocks,
+                self.lost_parents()
             ));
         }
         RunReport {
@@ -205,9 +285,17 @@ impl World {
             violations: self.checker.violations.clone(),
             blocks_finalized: self.checker.final_heights(),
             trace_hash: self.trace,
-            scenario: self.scenario,
             evidence_reported: self.evidence_reported,
             batches_delivered: self.batches_delivered,
+            fetches_sent: self.fetches_sent,
+            blocks_fetched: self.blocks_fetched,
+            blocks_from_journal: self.blocks_from_journal,
+            certificates_from_journal: self.certificates_from_journal,
+            lost_parents: self.lost_parents(),
+            view_outcomes: self.view_outcomes.clone(),
+            end_ms: self.now_ms,
+            wall_ms: 0,
+            scenario: self.scenario,
         }
     }
 
@@ -218,11 +306,17 @@ impl World {
             .collect()
     }
 
+    /// Every honest validator that is up finalized `liveness_blocks` more blocks.
     fn liveness_met(&self, start: &[u64]) -> bool {
-        self.nodes.iter().zip(start).all(|(node, before)| {
-            node.role != Role::Honest
-                || node.durable_chain.len() as u64 >= before + self.scenario.liveness_blocks
-        })
+        self.nodes
+            .iter()
+            .zip(start)
+            .enumerate()
+            .all(|(index, (node, before))| {
+                node.role != Role::Honest
+                    || self.scenario.stays_down.contains(&index)
+                    || node.durable_chain.len() as u64 >= before + self.scenario.liveness_blocks
+            })
     }
 
     fn boot(&mut self, node: usize) {
@@ -250,9 +344,37 @@ impl World {
             tip,
             certificate,
         );
+        // The application re-reads its journal before consensus asks it anything...
+        self.app_restart(node);
+        let blocks = self.journal_blocks(node);
+        let finalized_view = tip.view.0;
+        let entry = &mut self.nodes[node];
+        entry.cert_journal = entry.cert_journal.split_off(&(finalized_view + 1, 0));
+        let certificates: Vec<Message> = entry.cert_journal.values().cloned().collect();
+        let me = self.addresses[node];
         let outputs = machine.start(self.now_ms);
         self.nodes[node].machine = Some(machine);
         self.carry_out(node, outputs);
+        // ...then, as the node does, the driver feeds back its journaled certificates
+        // (checked like a peer's)...
+        let batch_max = self.config.limits.message_batch_max.max(1);
+        for chunk in certificates.chunks(batch_max) {
+            self.certificates_from_journal += chunk.len() as u64;
+            let messages = chunk.iter().map(|message| (me, message.clone())).collect();
+            self.feed(node, Input::Messages { messages });
+        }
+        // ...and the journaled blocks above the finalized height.
+        if !blocks.is_empty() && self.nodes[node].machine.is_some() {
+            self.blocks_from_journal += blocks.len() as u64;
+            if self.verbose {
+                println!(
+                    "{:>7} ms  node {node} recovers {} journaled blocks",
+                    self.now_ms,
+                    blocks.len()
+                );
+            }
+            self.feed(node, Input::BlocksRecovered { blocks });
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -310,6 +432,30 @@ impl World {
                 }
             }
             Event::Crash { node } => self.nodes[node].crash_pending = true,
+            Event::CrashNow { node } => {
+                if self.nodes[node].crash_pending && self.nodes[node].machine.is_some() {
+                    if self.verbose {
+                        println!("{:>7} ms  node {node} crashes between batches", self.now_ms);
+                    }
+                    self.crash(node);
+                }
+            }
+            Event::FetchRequest { to, from, hash } => self.serve_fetch(to, from, hash),
+            Event::FetchResponse {
+                to,
+                from,
+                hash,
+                block,
+            } => self.on_fetch_response(to, from, hash, block),
+            Event::FetchRetry {
+                node,
+                hash,
+                incarnation,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.retry_fetch(node, hash);
+                }
+            }
             Event::Restart { node } => {
                 self.nodes[node].crash_pending = false;
                 if self.nodes[node].machine.is_none() {
@@ -367,11 +513,18 @@ impl World {
                     self.now_ms
                 );
             }
-            let entry = &mut self.nodes[node];
-            entry.crash_pending = false;
-            entry.machine = None;
-            entry.incarnation += 1;
+            self.crash(node);
         }
+    }
+
+    /// The node stops: consensus and the application's memory are gone; the safety state,
+    /// the finalized chain and the block journal stay.
+    fn crash(&mut self, node: usize) {
+        let entry = &mut self.nodes[node];
+        entry.crash_pending = false;
+        entry.machine = None;
+        entry.incarnation += 1;
+        entry.app.crash();
     }
 
     fn carry_out_one(&mut self, node: usize, output: Output) {
@@ -379,6 +532,20 @@ impl World {
         match output {
             Output::PersistSafetyState(state) => self.nodes[node].durable_safety = state,
             Output::Broadcast(message) => {
+                // Certificates go into the driver's journal before they leave.
+                let key = match &message {
+                    Message::Notarization(cert) => Some((cert.subject.view.0, 0)),
+                    Message::Nullification(cert) => Some((cert.subject.0, 1)),
+                    _ => None,
+                };
+                if let Some(key) = key {
+                    if !self.scenario.mutation_forget_certificates {
+                        self.nodes[node]
+                            .cert_journal
+                            .entry(key)
+                            .or_insert_with(|| message.clone());
+                    }
+                }
                 for to in 0..self.nodes.len() {
                     if to != node {
                         self.send_from_node(node, to, message.clone());
@@ -404,55 +571,45 @@ impl World {
                 view,
                 height,
                 parent,
-            } => {
-                let mut payload = format!("block v{} h{} by {node}", view.0, height.0).into_bytes();
-                payload.push(self.rng.gen());
-                let block_hash = toy_block_hash(&parent, height, &payload);
-                let input = Input::PayloadBuilt {
+            } => self.app_request(
+                node,
+                Job::Build {
                     view,
-                    block_hash,
-                    payload,
-                };
-                let at = self.now_ms + self.rng.gen_range(0..5);
-                self.schedule(
-                    at,
-                    Event::App {
-                        node,
-                        input,
-                        incarnation,
-                    },
-                );
-            }
+                    height,
+                    parent,
+                },
+            ),
             Output::VerifyPayload {
                 view,
                 height,
                 parent,
                 block_hash,
                 payload,
-            } => {
-                let valid = toy_block_hash(&parent, height, &payload) == block_hash
-                    && payload.first() != Some(&0xff);
-                let input = Input::PayloadVerified {
+            } => self.app_request(
+                node,
+                Job::Verify {
                     view,
+                    height,
+                    parent,
                     block_hash,
-                    valid,
-                };
-                let at = self.now_ms + self.rng.gen_range(0..5);
-                self.schedule(
-                    at,
-                    Event::App {
-                        node,
-                        input,
-                        incarnation,
-                    },
-                );
-            }
+                    payload,
+                },
+            ),
             Output::Finalize { block, certificate } => {
                 let honest = self.nodes[node].role == Role::Honest;
                 let item = CertifiedBlock { block, certificate };
                 self.checker
                     .on_finalize(node, honest, &self.nodes[node].durable_chain, &item);
-                self.nodes[node].durable_chain.push(item);
+                let entry = &mut self.nodes[node];
+                let header = item.block.header;
+                entry
+                    .final_index
+                    .insert(header.hash, entry.durable_chain.len());
+                entry.durable_chain.push(item);
+                entry.app.prune_through(header.height);
+                entry.cert_journal = entry.cert_journal.split_off(&(header.view.0 + 1, 0));
+                // A build or check may have waited for this block.
+                self.app_resolve(node);
             }
             Output::RequestSync { from, to } => self.serve_sync(node, from, to),
             Output::ReportEvidence(evidence) => {
@@ -461,6 +618,25 @@ impl World {
                 let accused = self.addresses.iter().position(|a| *a == evidence.signer());
                 self.checker
                     .on_evidence(honest, accused.map(|i| self.nodes[i].role));
+            }
+            // Diagnostics for operators; the checker judges outcomes, not explanations, but
+            // the outcomes are counted and traced.
+            Output::ViewReport(report) => {
+                if report.ended {
+                    *self
+                        .view_outcomes
+                        .entry(report.outcome.label())
+                        .or_default() += 1;
+                }
+                if self.verbose && !matches!(report.outcome, ViewOutcome::Notarized) {
+                    println!(
+                        "{:>7} ms  node {node} view {} ({}): {}",
+                        self.now_ms,
+                        report.view.0,
+                        if report.ended { "ended" } else { "open" },
+                        report.outcome
+                    );
+                }
             }
         }
     }
@@ -526,6 +702,26 @@ impl World {
         self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms)
     }
 
+    /// When a request or reply from `from` reaches `to`, or None if the network drops it
+    /// (partitions and loss apply until the faults stop; no duplication).
+    fn route(&mut self, from: usize, to: usize) -> Option<u64> {
+        if self.now_ms < self.scenario.faults_end_ms {
+            let now_ms = self.now_ms;
+            if self
+                .scenario
+                .partitions
+                .iter()
+                .any(|p| p.blocks(from, to, now_ms))
+            {
+                return None;
+            }
+            if self.rng.gen_bool(self.scenario.loss) {
+                return None;
+            }
+        }
+        Some(self.now_ms + self.delay())
+    }
+
     /// The network: partitions, loss and duplication apply until the faults stop.
     fn send(&mut self, from: usize, to: usize, message: Message) {
         let faulty = self.now_ms < self.scenario.faults_end_ms;
@@ -570,5 +766,8 @@ pub fn run_scenario(scenario: Scenario, verbose: bool) -> RunReport {
     if verbose {
         println!("seed {seed}: {}", scenario.describe());
     }
-    World::new(scenario, verbose).run()
+    let started = std::time::Instant::now();
+    let mut report = World::new(scenario, verbose).run();
+    report.wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
 }

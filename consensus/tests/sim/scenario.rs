@@ -46,8 +46,46 @@ impl Partition {
 #[derive(Debug, Clone)]
 pub struct Crash {
     pub node: usize,
+    /// From here the crash strikes at a random point of the node's next batch of outputs...
     pub at_ms: u64,
+    /// ...or, if the node has carried out no batch by then, here, between two batches (so a
+    /// whole-network stop really has every validator down at once).
+    pub down_by_ms: Option<u64>,
     pub restart_ms: u64,
+}
+
+/// Every validator crashes (each at its own moment, mid-batch or between batches) and, once
+/// all are down, restarts in some order after its own delay: the situation of issue 20.
+#[derive(Debug, Clone)]
+pub struct WholeStop {
+    /// The first crash may strike from here.
+    pub stop_ms: u64,
+    /// Every validator is down from here...
+    pub down_ms: u64,
+    /// ...until the first restart; the last one is here.
+    pub last_restart_ms: u64,
+}
+
+/// Committee sizes a seed draws from, with their weights: the larger committees cost more per
+/// seed (votes and relayed certificates grow with n²), so they are drawn less often and
+/// `whole_network_restarts_large_committees` runs a fixed number of them every time.
+pub const COMMITTEE_SIZES: [(usize, u32); 4] = [(4, 50), (7, 30), (10, 13), (16, 7)];
+
+/// Share of seeds with a whole-network stop and restart.
+pub const WHOLE_STOP_SHARE: f64 = 0.12;
+/// Share of whole-network stops after which some validators never come back.
+pub const STAYS_DOWN_SHARE: f64 = 0.35;
+
+/// What to force instead of drawing it from the seed. Everything else is drawn as usual (the
+/// forced values are drawn too, then replaced, so the rest of the scenario does not shift).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Draw {
+    pub n: Option<usize>,
+    pub whole_stop: Option<bool>,
+    /// After a whole-network stop, some honest validators never come back (crash faults; with
+    /// the Byzantine ones at most `f` power).
+    pub stays_down: Option<bool>,
+    pub mutation_weak_quorum: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,12 +110,47 @@ pub struct Scenario {
     pub batch_delivery: bool,
     /// Test-only mutation of the driver: restart validators with an empty safety state.
     pub mutation_forget_safety: bool,
+    /// Test-only mutation of the application: no block journal, so blocks live in memory only
+    /// and a crash loses them (the behaviour before the fix of issue 20).
+    pub mutation_forget_blocks: bool,
+    /// Test-only mutation of the driver: no certificate journal, so notarizations and
+    /// nullifications live in memory only (also before the fix of issue 20).
+    pub mutation_forget_certificates: bool,
+    /// A whole-network stop and restart; `faults_end_ms` is at or after its last restart, and
+    /// the liveness check is then reported as `liveness-after-restart`.
+    pub whole_stop: Option<WholeStop>,
+    /// Honest validators that do not restart after the whole-network stop (crash faults): the
+    /// liveness checks leave them out.
+    pub stays_down: Vec<usize>,
 }
 
 impl Scenario {
     pub fn from_seed(seed: u64, mutation_weak_quorum: bool) -> Scenario {
+        Scenario::draw(
+            seed,
+            Draw {
+                mutation_weak_quorum,
+                ..Draw::default()
+            },
+        )
+    }
+
+    /// The scenario of `seed`, with what `force` names forced.
+    pub fn draw(seed: u64, force: Draw) -> Scenario {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
-        let n: usize = if rng.gen_bool(0.65) { 4 } else { 7 };
+        let weights_total: u32 = COMMITTEE_SIZES.iter().map(|(_, weight)| weight).sum();
+        let mut roll = rng.gen_range(0..weights_total);
+        let mut n = COMMITTEE_SIZES[0].0;
+        for (size, weight) in COMMITTEE_SIZES {
+            if roll < weight {
+                n = size;
+                break;
+            }
+            roll -= weight;
+        }
+        let n = force.n.unwrap_or(n);
+        let whole_stop = rng.gen_bool(WHOLE_STOP_SHARE);
+        let whole_stop = force.whole_stop.unwrap_or(whole_stop);
         let equal = rng.gen_bool(0.5);
         let powers: Vec<u64> = (0..n)
             .map(|_| if equal { 1 } else { rng.gen_range(1..=5) })
@@ -115,6 +188,16 @@ impl Scenario {
                 one_way: rng.gen_bool(0.4),
             });
         }
+        // The whole-network stop is drawn first; single crashes must end before it begins.
+        let stop_ms = rng.gen_range(500..faults_end_ms);
+        let mut stop_crashes = Vec::new();
+        for node in 0..n {
+            let at_ms = stop_ms + rng.gen_range(0..300);
+            let down_by_ms = at_ms + rng.gen_range(0..150);
+            stop_crashes.push((node, at_ms, down_by_ms));
+        }
+        let down_ms = stop_crashes.iter().map(|c| c.2).max().unwrap_or(stop_ms);
+        let restarts: Vec<u64> = (0..n).map(|_| down_ms + rng.gen_range(1..2_500)).collect();
         let mut crashes = Vec::new();
         for _ in 0..rng.gen_range(0..=2) {
             let node = rng.gen_range(0..n);
@@ -126,16 +209,39 @@ impl Scenario {
             let overlaps = crashes
                 .iter()
                 .any(|c: &Crash| c.node == node && at_ms <= c.restart_ms && c.at_ms <= restart_ms);
-            if !overlaps {
+            let before_stop = !whole_stop || restart_ms < stop_ms;
+            if !overlaps && before_stop {
                 crashes.push(Crash {
                     node,
                     at_ms,
+                    down_by_ms: None,
                     restart_ms,
                 });
             }
         }
+        let mut faults_end_ms = faults_end_ms;
+        let whole_stop = whole_stop.then(|| {
+            for (node, at_ms, down_by_ms) in &stop_crashes {
+                // Silent validators never run, so they have nothing to stop.
+                if roles[*node] != Role::Silent {
+                    crashes.push(Crash {
+                        node: *node,
+                        at_ms: *at_ms,
+                        down_by_ms: Some(*down_by_ms),
+                        restart_ms: restarts[*node],
+                    });
+                }
+            }
+            let last_restart_ms = restarts.iter().copied().max().unwrap_or(down_ms);
+            faults_end_ms = faults_end_ms.max(last_restart_ms);
+            WholeStop {
+                stop_ms,
+                down_ms,
+                last_restart_ms,
+            }
+        });
 
-        Scenario {
+        let mut scenario = Scenario {
             seed,
             powers,
             roles,
@@ -152,10 +258,36 @@ impl Scenario {
             faults_end_ms,
             liveness_blocks: 3,
             liveness_window_ms: 30_000,
-            mutation_weak_quorum,
+            mutation_weak_quorum: force.mutation_weak_quorum,
             batch_delivery: rng.gen_bool(0.5),
             mutation_forget_safety: false,
+            mutation_forget_blocks: false,
+            mutation_forget_certificates: false,
+            whole_stop,
+            stays_down: Vec::new(),
+        };
+        // Drawn last, so forcing it leaves the rest of the scenario as it was.
+        let stays_down = rng.gen_bool(STAYS_DOWN_SHARE);
+        if force.stays_down.unwrap_or(stays_down) && scenario.whole_stop.is_some() {
+            let mut faulty_power = faulty_power;
+            for _ in 0..n {
+                let node = rng.gen_range(0..n);
+                let power = scenario.powers[node];
+                if scenario.roles[node] == Role::Honest
+                    && !scenario.stays_down.contains(&node)
+                    && faulty_power + power <= max_faulty
+                {
+                    faulty_power += power;
+                    scenario.stays_down.push(node);
+                }
+            }
+            for crash in &mut scenario.crashes {
+                if crash.down_by_ms.is_some() && scenario.stays_down.contains(&crash.node) {
+                    crash.restart_ms = u64::MAX;
+                }
+            }
         }
+        scenario
     }
 
     pub fn n(&self) -> usize {
@@ -166,7 +298,7 @@ impl Scenario {
     pub fn describe(&self) -> String {
         format!(
             "n={} powers={:?} roles={:?} latency={}±{}ms loss={:.2} dup={:.2} partitions={} \
-             crashes={} faults_end={}ms batches={}",
+             crashes={} faults_end={}ms batches={}{}",
             self.n(),
             self.powers,
             self.roles,
@@ -177,7 +309,21 @@ impl Scenario {
             self.partitions.len(),
             self.crashes.len(),
             self.faults_end_ms,
-            self.batch_delivery
+            self.batch_delivery,
+            match &self.whole_stop {
+                Some(stop) => format!(
+                    " whole-stop={}..{}ms down, last restart {}ms{}",
+                    stop.stop_ms,
+                    stop.down_ms,
+                    stop.last_restart_ms,
+                    if self.stays_down.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", never back: {:?}", self.stays_down)
+                    }
+                ),
+                None => String::new(),
+            }
         )
     }
 }
