@@ -15,7 +15,7 @@
 //! | `tree_nodes` | version (u64 BE) ‖ nibble count ‖ packed nibbles | compact node ([`codec`]) |
 //! | `tree_values` | key hash ‖ version (u64 BE) | borsh `Option<Vec<u8>>` |
 //! | `value_keys` | encoded `StateKey::Value` | empty: the repository's keys, for listing |
-//! | `consensus` | name | the consensus driver's safety state |
+//! | `consensus` | name | the consensus driver's safety state and block journal |
 //!
 //! *Invariant:* everything of height h is written by one batch, together with `meta/latest`
 //! = h; so after a crash at any instant the database holds whole blocks 0..=latest and nothing
@@ -870,7 +870,57 @@ impl Store {
     pub fn consensus_record(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(CF_CONSENSUS, name)
     }
+
+    /// Stores a record of the consensus driver without waiting for the disk. It becomes
+    /// durable with the next synced write (RocksDB syncs its one write-ahead log in order), so
+    /// a record written before a `put_consensus_record` is durable when that call returns.
+    pub fn put_consensus_record_unsynced(
+        &self,
+        name: &[u8],
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CONSENSUS)?, name, bytes);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Deletes the consensus driver's records named `from` (inclusive) to `to` (exclusive),
+    /// without waiting for the disk.
+    pub fn delete_consensus_records(&self, from: &[u8], to: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_CONSENSUS)?, from, to);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The consensus driver's records whose name starts with `prefix`, in name order, at most
+    /// `max` of them.
+    pub fn consensus_records_with_prefix(
+        &self,
+        prefix: &[u8],
+        max: usize,
+    ) -> Result<Vec<NamedRecord>, StoreError> {
+        let mut records = Vec::new();
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_CONSENSUS)?);
+        iter.seek(prefix);
+        while records.len() < max {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            records.push((key.to_vec(), value.to_vec()));
+            iter.next();
+        }
+        iter.status()?;
+        Ok(records)
+    }
 }
+
+/// A record of the consensus driver: its name and its bytes.
+pub type NamedRecord = (Vec<u8>, Vec<u8>);
 
 impl StateReader for Store {
     fn raw(&self, encoded_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {

@@ -91,11 +91,20 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+/// Label of `mesh_views_ended_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewOutcomeLabels {
+    /// `notarized`, `finalized`, or why there was no block: `no_proposal`,
+    /// `proposal_not_verified`, `proposal_invalid`, `parent_not_certified`, `too_few_votes`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the node exports.
 #[derive(Debug)]
 pub struct Metrics {
     pub finalized_height: Gauge,
     pub view: Gauge,
+    pub voted_view: Gauge,
     pub blocks_finalized: Counter,
     pub txs_finalized: Counter,
     pub txs_failed: Counter,
@@ -109,8 +118,11 @@ pub struct Metrics {
     pub payload_verify_duration: Histogram,
     pub blocks_proposed: Counter,
     pub views_nullified: Gauge,
+    pub views_ended: Family<ViewOutcomeLabels, Counter>,
+    pub blocks_fetched: Counter,
     pub rejected_messages: Family<RejectLabels, Counter>,
     pub txs_submitted: Counter,
+    pub txs_reannounced: Counter,
     pub evidence_reported: Counter,
 }
 
@@ -121,6 +133,7 @@ impl Metrics {
         let metrics = Metrics {
             finalized_height: Gauge::default(),
             view: Gauge::default(),
+            voted_view: Gauge::default(),
             blocks_finalized: Counter::default(),
             txs_finalized: Counter::default(),
             txs_failed: Counter::default(),
@@ -134,8 +147,11 @@ impl Metrics {
             payload_verify_duration: seconds(),
             blocks_proposed: Counter::default(),
             views_nullified: Gauge::default(),
+            views_ended: Family::default(),
+            blocks_fetched: Counter::default(),
             rejected_messages: Family::default(),
             txs_submitted: Counter::default(),
+            txs_reannounced: Counter::default(),
             evidence_reported: Counter::default(),
         };
         let mut registry = Registry::with_prefix("mesh");
@@ -202,6 +218,11 @@ impl Metrics {
             metrics.payload_verify_duration.clone(),
         );
         r.register(
+            "consensus_voted_view",
+            "Highest view this validator has voted in (0 on a full node): a validator far behind the others' view is not voting",
+            metrics.voted_view.clone(),
+        );
+        r.register(
             "blocks_proposed",
             "Blocks this validator built as leader",
             metrics.blocks_proposed.clone(),
@@ -210,6 +231,16 @@ impl Metrics {
             "views_nullified",
             "Views that ended without a block (timeouts)",
             metrics.views_nullified.clone(),
+        );
+        r.register(
+            "views_ended",
+            "Views this node left, by outcome: notarized, finalized, or why there was no block",
+            metrics.views_ended.clone(),
+        );
+        r.register(
+            "blocks_fetched",
+            "Unfinalized blocks fetched from peers by hash (a parent this node lacked)",
+            metrics.blocks_fetched.clone(),
         );
         r.register(
             "rejected_messages",
@@ -222,11 +253,23 @@ impl Metrics {
             metrics.txs_submitted.clone(),
         );
         r.register(
+            "txs_reannounced",
+            "Pending transactions gossiped again because they stayed pending for a few blocks",
+            metrics.txs_reannounced.clone(),
+        );
+        r.register(
             "evidence_reported",
             "Proofs of validator equivocation observed",
             metrics.evidence_reported.clone(),
         );
         (Arc::new(metrics), registry)
+    }
+
+    /// Counts a view left with `outcome`.
+    pub fn view_ended(&self, outcome: &'static str) {
+        self.views_ended
+            .get_or_create(&ViewOutcomeLabels { outcome })
+            .inc();
     }
 
     /// Counts a refused message.

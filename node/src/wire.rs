@@ -8,7 +8,9 @@
 //! `docs/networking.md` ("Wire formats") documents each layout.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use mesh_consensus::{CertifiedBlock, FinalityCertificate, Header, Message};
+use mesh_consensus::{
+    Block as ConsensusBlock, CertifiedBlock, FinalityCertificate, Header, Message,
+};
 use mesh_ledger::encoding::{self, DecodeError};
 use mesh_ledger::{Address, Hash, SignedTransaction};
 
@@ -115,6 +117,10 @@ pub enum SyncRequest {
     Status,
     /// "Send the finalized blocks `from..=to`." The server may send fewer (a prefix).
     Blocks { from: u64, to: u64 },
+    /// "Send the block with this hash, final or not." Asked for a parent that a proposal or
+    /// this node's own proposal must extend, when this node lacks it (since 2026-12-07; an
+    /// older node answers `Refused`, as for any unknown kind).
+    Block { hash: Hash },
 }
 
 /// Largest encoded sync request.
@@ -128,7 +134,7 @@ impl SyncRequest {
 
     /// Decodes a request.
     pub fn decode(bytes: &[u8]) -> Result<SyncRequest, WireError> {
-        decode_versioned("sync request", bytes, SYNC_REQUEST_BYTES_MAX, &[0, 1])
+        decode_versioned("sync request", bytes, SYNC_REQUEST_BYTES_MAX, &[0, 1, 2])
     }
 }
 
@@ -143,6 +149,9 @@ pub enum SyncResponse {
     Blocks { blocks: Vec<CertifiedBlock> },
     /// The request could not be served (e.g. the range is above our head).
     Refused { reason: String },
+    /// The answer to `SyncRequest::Block`: the block, or `None` when the server lacks it. The
+    /// asker checks that it hashes to what it asked for before using it.
+    Block { block: Option<ConsensusBlock> },
 }
 
 impl SyncResponse {
@@ -153,7 +162,7 @@ impl SyncResponse {
 
     /// Decodes at most `max` bytes.
     pub fn decode(bytes: &[u8], max: usize) -> Result<SyncResponse, WireError> {
-        decode_versioned("sync response", bytes, max, &[0, 1, 2])
+        decode_versioned("sync response", bytes, max, &[0, 1, 2, 3])
     }
 }
 

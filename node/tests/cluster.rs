@@ -183,20 +183,27 @@ async fn a_garbage_peer_is_penalised_and_the_chain_goes_on() {
     let nodes = start_validators(&testnet, &dirs).await;
     assert!(wait_height(&nodes[0], 2, LIMIT).await);
 
-    let mut config = NetworkConfig::new(CHAIN, Keypair::generate_ed25519());
-    config.listen_addr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    config.bootnodes = vec![nodes[0].p2p_address().unwrap()];
-    // Our own cap is higher than the nodes', so we can send what they must refuse.
-    config.max_message_bytes = 8 << 20;
-    tune_network(&mut config);
-    let (attacker, _events) = Network::start(config).await.unwrap();
-    let attacker_id = attacker.local_peer_id();
+    let bootnode = nodes[0].p2p_address().unwrap();
+    let start_attacker = || async {
+        let mut config = NetworkConfig::new(CHAIN, Keypair::generate_ed25519());
+        config.listen_addr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        config.bootnodes = vec![bootnode.clone()];
+        // Our own cap is higher than the nodes', so we can send what they must refuse.
+        config.max_message_bytes = 8 << 20;
+        tune_network(&mut config);
+        Network::start(config).await.unwrap()
+    };
+    // Two identities: two refused consensus messages put a peer on the graylist (P4 is
+    // quadratic), after which nothing more from it is even looked at; whether a third gets in
+    // first is a race. So the first attacker sends two, the second the rest.
+    let (flooder, _flooder_events) = start_attacker().await;
+    let attacker_id = flooder.local_peer_id();
+    let (attacker, _events) = start_attacker().await;
 
-    // 1. An oversized message (over the nodes' 4 MiB cap), first: once its score is low enough
-    //    the nodes stop listening to the attacker at all.
-    publish_when_possible(&attacker, Topic::Consensus, vec![0; 5 << 20]).await;
+    // 1. An oversized message (over the nodes' 4 MiB cap).
+    publish_when_possible(&flooder, Topic::Consensus, vec![0; 5 << 20]).await;
     // 2. Bytes that are not a consensus message at all.
-    publish_when_possible(&attacker, Topic::Consensus, vec![0, 0xff, 0x13, 0x37]).await;
+    publish_when_possible(&flooder, Topic::Consensus, vec![0, 0xff, 0x13, 0x37]).await;
     // 3. A vote in a validator's name with someone else's signature.
     let forger = mesh_ledger::SecretKey::from_seed([77; 32]);
     // A view the validators are in (or about to be), so the vote is not dropped as stale.
@@ -278,6 +285,7 @@ async fn a_garbage_peer_is_penalised_and_the_chain_goes_on() {
         sleep(Duration::from_millis(200)).await;
     }
     attacker.shutdown().await.unwrap();
+    flooder.shutdown().await.unwrap();
     stop_all(nodes).await;
 }
 

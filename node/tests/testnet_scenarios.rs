@@ -86,6 +86,18 @@ fn every_scenario_under_load_keeps_every_invariant() {
             "{invariant} was not checked: {checked:?}"
         );
     }
+    // restart-all ran both ways: finality resumed after SIGKILL and after SIGTERM to all.
+    for how in ["SIGKILL", "SIGTERM"] {
+        assert!(
+            report
+                .passed
+                .iter()
+                .any(|p| p.detail.contains("finality resumed")
+                    && p.detail.contains(&format!("after {how} to all"))),
+            "no restart-all liveness check after {how}: {:?}",
+            report.passed
+        );
+    }
     let load = report.load.as_ref().expect("scenario all runs a load");
     assert!(load.finalized > 0 && load.finalized_twice == 0, "{load:?}");
     assert_eq!(load.finalized_hashes.len() as u64, load.finalized);

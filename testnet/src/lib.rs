@@ -299,6 +299,14 @@ pub enum TestnetError {
         /// Its pid.
         pid: u32,
     },
+    /// The bench saw transactions accepted that never became final.
+    #[error("{count} accepted transaction(s) never became final (hashes in {report}); every accepted transaction must be final or reported dropped")]
+    AcceptedNeverFinal {
+        /// How many.
+        count: u64,
+        /// The bench report holding `accepted_hashes` and `finalized_hashes`.
+        report: String,
+    },
     /// `--node I` past the end of the node list.
     #[error("there is no node {index}: the testnet has {count} nodes (0..{count})")]
     NoSuchNode {
@@ -524,7 +532,15 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
                 nodes,
                 stop: None,
             };
-            bench::bench(&options).map(|_| ())
+            let (report, path) = bench::bench(&options)?;
+            let never_final: u64 = report.runs.iter().map(bench::accepted_never_final).sum();
+            if never_final > 0 {
+                return Err(TestnetError::AcceptedNeverFinal {
+                    count: never_final,
+                    report: path.display().to_string(),
+                });
+            }
+            Ok(())
         }
     }
 }
@@ -791,7 +807,7 @@ fn wait_live(
 ) -> Result<bool, TestnetError> {
     let deadline = Instant::now() + UP_TIMEOUT;
     let mut baseline: Vec<Option<u64>> = vec![None; file.nodes.len()];
-    let mut latest: Vec<Option<u64>> = vec![None; file.nodes.len()];
+    let mut latest: Vec<Option<NodeMetrics>> = vec![None; file.nodes.len()];
     loop {
         for (index, (node, child)) in children.iter_mut().enumerate() {
             if let Ok(Some(status)) = child.try_wait() {
@@ -799,33 +815,26 @@ fn wait_live(
             }
             if let Some(metrics) = scrape_metrics(&node.metrics) {
                 baseline[index].get_or_insert(metrics.finalized_height);
-                latest[index] = Some(metrics.finalized_height);
+                latest[index] = Some(metrics);
             }
         }
         let live = baseline
             .iter()
             .zip(&latest)
             .all(|(first, now)| match (first, now) {
-                (Some(first), Some(now)) => *now > *first && *now >= 1,
+                (Some(first), Some(now)) => {
+                    now.finalized_height > *first && now.finalized_height >= 1
+                }
                 _ => false,
             });
         if live {
             return Ok(true);
         }
         if Instant::now() >= deadline {
-            let waiting: Vec<String> = file
-                .nodes
-                .iter()
-                .zip(&latest)
-                .map(|(node, height)| match height {
-                    Some(height) => format!("{} at height {height}", node.name),
-                    None => format!("{} not answering on {}", node.name, node.metrics),
-                })
-                .collect();
+            let waiting = describe_stalled(file, &latest);
             return Err(TestnetError::Timeout(format!(
-                "the testnet did not finalize a block within {} s ({}); see each node's {} in its home",
+                "the testnet did not finalize a block within {} s ({waiting}); see each node's {} in its home",
                 UP_TIMEOUT.as_secs(),
-                waiting.join(", "),
                 process::LOG_FILE
             )));
         }
@@ -835,6 +844,44 @@ fn wait_live(
             None => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// Each node's height and view, then the validators that are not voting: those whose newest
+/// vote is more than two views behind the highest view any node reached.
+fn describe_stalled(file: &TestnetFile, latest: &[Option<NodeMetrics>]) -> String {
+    let top_view = latest.iter().flatten().map(|m| m.view).max().unwrap_or(0);
+    let mut not_voting = Vec::new();
+    let mut parts: Vec<String> = file
+        .nodes
+        .iter()
+        .zip(latest)
+        .map(|(node, metrics)| match metrics {
+            Some(m) => {
+                if node.validator && m.voted_view.saturating_add(2) < top_view {
+                    not_voting.push(format!(
+                        "{} (last vote in view {})",
+                        node.name, m.voted_view
+                    ));
+                }
+                format!(
+                    "{} at height {} view {}",
+                    node.name, m.finalized_height, m.view
+                )
+            }
+            None => {
+                not_voting.push(format!("{} (not answering)", node.name));
+                format!("{} not answering on {}", node.name, node.metrics)
+            }
+        })
+        .collect();
+    if not_voting.is_empty() {
+        parts.push(format!(
+            "every validator voted within two views of view {top_view}"
+        ));
+    } else {
+        parts.push(format!("not voting: {}", not_voting.join(", ")));
+    }
+    parts.join(", ")
 }
 
 /// The live table, refreshed every second until SIGINT/SIGTERM or until every node has exited.

@@ -17,6 +17,8 @@ pub struct NodeMetrics {
     pub finalized_height: u64,
     /// `mesh_consensus_view`.
     pub view: u64,
+    /// `mesh_consensus_voted_view`: the highest view this validator voted in.
+    pub voted_view: u64,
     /// `mesh_peers`.
     pub peers: u64,
     /// `mesh_mempool_txs`.
@@ -67,6 +69,7 @@ fn parse(text: &str) -> NodeMetrics {
         let slot = match name {
             "mesh_finalized_height" => &mut metrics.finalized_height,
             "mesh_consensus_view" => &mut metrics.view,
+            "mesh_consensus_voted_view" => &mut metrics.voted_view,
             "mesh_peers" => &mut metrics.peers,
             "mesh_mempool_txs" => &mut metrics.mempool_txs,
             "mesh_txs_finalized_total" => &mut metrics.txs_finalized,
@@ -104,6 +107,7 @@ mod tests {
             # TYPE mesh_finalized_height gauge\n\
             mesh_finalized_height 17\n\
             mesh_consensus_view 21\n\
+            mesh_consensus_voted_view 20\n\
             mesh_peers 3\n\
             mesh_mempool_txs 0\n\
             # TYPE mesh_txs_finalized counter\n\
@@ -117,6 +121,7 @@ mod tests {
             NodeMetrics {
                 finalized_height: 17,
                 view: 21,
+                voted_view: 20,
                 peers: 3,
                 mempool_txs: 0,
                 txs_finalized: 250,

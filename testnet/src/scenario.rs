@@ -8,6 +8,7 @@
 //! | `partition` | split the validators in two halves, then heal | no finality without quorum, liveness (resumes within 20 s of heal), agreement |
 //! | `pause` | SIGSTOP a validator for 10 s, then SIGCONT | liveness (the rest go on; it catches up), agreement, no equivocation |
 //! | `join` | a new full node joins once the chain is 100 blocks long | liveness (it syncs), agreement, state agreement (same state root) |
+//! | `restart-all` | under load, every node stopped at once — first all by SIGKILL, then all by SIGTERM — and started again | liveness (finality resumes within 20 s of the last start; every node catches up), agreement, state agreement, no equivocation, durability |
 //! | `all` | all of the above in that order, under one load | each of the above, then durability of every transaction the load saw final, on every node |
 //!
 //! Load comes from the bench (`bench.rs`) at a fixed rate, submitted to nodes 0 and 1 only (the
@@ -67,6 +68,8 @@ pub enum Scenario {
     Pause,
     /// Add a full node once the chain is 100 blocks long; it must sync to the same state.
     Join,
+    /// Under load, stop every node at once (SIGKILL, then SIGTERM) and start them again.
+    RestartAll,
     /// Every scenario above under one load, then durability on every node.
     All,
 }
@@ -113,6 +116,7 @@ pub fn scenario(meshd: &Path, options: &ScenarioOptions) -> Result<ScenarioRepor
         Scenario::Partition => run.partition(&mut passed).map(|()| None)?,
         Scenario::Pause => run.pause(&mut passed).map(|()| None)?,
         Scenario::Join => run.join(&mut passed).map(|()| None)?,
+        Scenario::RestartAll => Some(run.with_load(&mut passed, Run::restart_all)?),
         Scenario::All => Some(run.with_load(&mut passed, Run::every_scenario)?),
     };
     let report = ScenarioReport {
@@ -223,7 +227,8 @@ impl Run {
         self.crash_restart(passed)?;
         self.partition(passed)?;
         self.pause(passed)?;
-        self.join(passed)
+        self.join(passed)?;
+        self.restart_all(passed)
     }
 
     /// Runs `body` under the background load, then stops the load, waits for its last
@@ -375,6 +380,76 @@ impl Run {
             "restarted",
         )?;
         // From genesis: the restarted node's whole chain, and its state at the end.
+        self.one_chain_up_to(passed, target, &self.validators)
+    }
+
+    /// Scenario 6: every node stopped at once — all by SIGKILL, then all by SIGTERM — and
+    /// started again; finality must resume within [`STALL_MAX`] of the last start (a network
+    /// that cannot restart as a whole is issue 20's failure), then every node catches up on
+    /// one chain and one state.
+    fn restart_all(&self, passed: &mut Vec<Passed>) -> Result<(), TestnetError> {
+        println!("scenario restart-all: stop every node at once (SIGKILL, then SIGTERM), start them again");
+        let nodes = self.all_nodes()?;
+        let mut target = 0;
+        for how in ["SIGKILL", "SIGTERM"] {
+            let file = self.file()?;
+            let before = self.probe.top(&file, &nodes);
+            if how == "SIGKILL" {
+                for node in &file.nodes {
+                    process::kill_node(node)?;
+                }
+            } else {
+                process::stop_nodes(&file.nodes)?;
+            }
+            // Started in reverse order, so the node the load submits to comes back last.
+            for index in nodes.iter().rev() {
+                crate::restart(&self.meshd, &self.dir, *index)?;
+            }
+            let file = self.file()?;
+            let started = Instant::now();
+            loop {
+                let top = self.probe.top(&file, &nodes);
+                if top > before {
+                    passed.push(Invariant::Liveness.passed(format!(
+                        "after {how} to all {} nodes at height {before}, finality resumed {:.1} s after the last start (height {top})",
+                        nodes.len(),
+                        started.elapsed().as_secs_f64()
+                    )));
+                    target = top;
+                    break;
+                }
+                if started.elapsed() >= STALL_MAX {
+                    let heights = self.probe.heights(&file, &nodes);
+                    return Err(Invariant::Liveness.violated(format!(
+                        "after {how} to all nodes at height {before}, nothing new was finalized within {} s of the last start; heights: {heights:?}",
+                        STALL_MAX.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let took = self.probe.wait_heights(
+                &file,
+                &nodes,
+                target,
+                CATCH_UP_LIMIT,
+                &format!("every node catches up after {how} to all"),
+            )?;
+            passed.push(Invariant::Liveness.passed(format!(
+                "every node reached height {target} {:.1} s later",
+                took.as_secs_f64()
+            )));
+        }
+        self.one_chain_up_to(passed, target, &nodes)
+    }
+
+    /// After nodes came back: the validators agree on every block from height 1 to `target`
+    /// and on the state there, and none of `watched` signed conflicting votes.
+    fn one_chain_up_to(
+        &self,
+        passed: &mut Vec<Passed>,
+        target: u64,
+        watched: &[usize],
+    ) -> Result<(), TestnetError> {
         let file = self.file()?;
         passed.push(self.probe.agreement(&file, &self.validators, 1, target)?);
         passed.push(self.probe.state_agreement(
@@ -383,7 +458,7 @@ impl Run {
             target,
             &self.watched_accounts,
         )?);
-        passed.push(self.probe.no_equivocation(&file, &self.validators)?);
+        passed.push(self.probe.no_equivocation(&file, watched)?);
         Ok(())
     }
 

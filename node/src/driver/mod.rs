@@ -16,13 +16,17 @@
 //! consensus header, and hands them to consensus, which checks the certificates. A peer that
 //! fails or lies is set aside and another tried.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+mod fetch;
+mod journal;
+mod sync;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_consensus::{
     Block as ConsensusBlock, Consensus, FinalityCertificate, Height, Input, Message, Output,
-    Rejection, SafetyState, View,
+    Rejection, SafetyState, View, ViewOutcome, ViewReport,
 };
 use mesh_ledger::{Address, Hash, SignedTransaction, TxHash};
 use mesh_rpc::{DroppedTx, FinalizedEvent};
@@ -32,10 +36,11 @@ use tracing::{debug, error, info, warn};
 use crate::chain::{Chain, ChainError, Committed};
 use crate::mempool::{Admitted, Mempool, MempoolError};
 use crate::metrics::Metrics;
-use crate::network::{NetworkError, NetworkEvent, NetworkHandle, PeerId, Topic, Validation};
-use crate::wire::{
-    ConsensusEnvelope, SyncRequest, SyncResponse, TxGossip, WireError, TX_BATCH_MAX,
-};
+use crate::network::{NetworkError, NetworkEvent, NetworkHandle, Topic, Validation};
+use crate::wire::{ConsensusEnvelope, TxGossip, WireError, TX_BATCH_MAX};
+use fetch::FetchState;
+use journal::BlockJournal;
+use sync::{SyncReply, SyncState};
 
 /// Name of the safety-state record in the consensus column family.
 pub const SAFETY_RECORD: &[u8] = b"safety_state/v1";
@@ -63,6 +68,10 @@ pub struct DriverConfig {
     pub tx_gossip_delay: Duration,
     /// Most proposals waiting for a parent we lack.
     pub pending_verifications_max: usize,
+    /// A transaction still pending after this many committed blocks is gossiped again.
+    pub tx_reannounce_after_blocks: u64,
+    /// Bytes per second that re-announcing pending transactions may use.
+    pub tx_reannounce_bytes_per_sec: usize,
 }
 
 impl Default for DriverConfig {
@@ -77,6 +86,8 @@ impl Default for DriverConfig {
             gossip_bytes_max: 4 << 20,
             tx_gossip_delay: Duration::from_millis(20),
             pending_verifications_max: 32,
+            tx_reannounce_after_blocks: 3,
+            tx_reannounce_bytes_per_sec: 256 * 1024,
         }
     }
 }
@@ -89,10 +100,22 @@ pub enum NodeCommand {
         tx: Box<SignedTransaction>,
         reply: oneshot::Sender<Result<TxHash, MempoolError>>,
     },
-    /// The transaction if it is pending in the mempool.
+    /// The transaction if it is pending in the mempool, or left it without being included.
     PendingTx {
         hash: TxHash,
-        reply: oneshot::Sender<Option<SignedTransaction>>,
+        reply: oneshot::Sender<Option<MempoolLookup>>,
+    },
+}
+
+/// What the mempool knows of a transaction that is not final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MempoolLookup {
+    /// Waiting for a block.
+    Pending(SignedTransaction),
+    /// Left without being included (replaced, evicted, stale), and why.
+    Dropped {
+        transaction: SignedTransaction,
+        reason: &'static str,
     },
 }
 
@@ -141,14 +164,6 @@ pub struct DriverChannels {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// The outcome of a sync request, sent back by the task that awaited it.
-#[derive(Debug)]
-struct SyncReply {
-    peer: PeerId,
-    request: SyncRequest,
-    result: Result<Vec<u8>, NetworkError>,
-}
-
 /// A proposal whose parent we have not executed yet.
 #[derive(Debug)]
 struct PendingVerification {
@@ -157,37 +172,6 @@ struct PendingVerification {
     parent: Hash,
     block_hash: Hash,
     payload: Vec<u8>,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Highest finalized height we know exists.
-    target: u64,
-    /// The request in flight, if any.
-    in_flight: Option<(PeerId, SyncRequest)>,
-    peers: HashSet<PeerId>,
-    /// Peers passed over until the instant.
-    backoff: HashMap<PeerId, Instant>,
-    /// Rotates through peers.
-    turn: usize,
-}
-
-impl SyncState {
-    fn pick_peer(&mut self, now: Instant) -> Option<PeerId> {
-        self.backoff.retain(|_, until| *until > now);
-        let mut candidates: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|peer| !self.backoff.contains_key(peer))
-            .copied()
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        candidates.sort();
-        self.turn = self.turn.wrapping_add(1);
-        Some(candidates[self.turn % candidates.len()])
-    }
 }
 
 /// The driver task's state.
@@ -217,8 +201,13 @@ pub struct Driver {
     first_seen: HashMap<Hash, Instant>,
     tx_outbox: Vec<SignedTransaction>,
     tx_flush_at: Option<Instant>,
+    /// Token bucket of re-announcement bytes, and when it was last refilled.
+    reannounce_budget: usize,
+    reannounce_refilled: Instant,
     next_status_poll: Instant,
     sync: SyncState,
+    fetch: FetchState,
+    journal: BlockJournal,
 }
 
 impl std::fmt::Debug for Driver {
@@ -271,6 +260,7 @@ impl Driver {
     ) -> Driver {
         let (sync_replies_tx, sync_replies) = mpsc::channel(8);
         let now = Instant::now();
+        let journal = BlockJournal::new(Arc::clone(chain.store()));
         Driver {
             config,
             me: consensus.address(),
@@ -292,8 +282,12 @@ impl Driver {
             first_seen: HashMap::new(),
             tx_outbox: Vec::new(),
             tx_flush_at: None,
+            reannounce_budget: 0,
+            reannounce_refilled: now,
             next_status_poll: now,
             sync: SyncState::default(),
+            fetch: FetchState::default(),
+            journal,
         }
     }
 
@@ -320,7 +314,11 @@ impl Driver {
         );
         let outputs = self.consensus.start(self.now_ms());
         self.carry_out(outputs).await?;
-        self.publish_status();
+        self.recover_journal().await?;
+        self.metrics
+            .voted_view
+            .set(i64::try_from(self.consensus.safety_state().view.0).unwrap_or(i64::MAX));
+        self.update_gauges();
         let mut status_refresh = tokio::time::interval(Duration::from_secs(1));
         status_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -350,8 +348,45 @@ impl Driver {
         Ok(())
     }
 
+    /// Re-executes the blocks journaled before a restart and hands them back to consensus:
+    /// a notarized block may exist nowhere else (see `journal.rs`).
+    async fn recover_journal(&mut self) -> Result<(), DriverError> {
+        let head = self.chain.head().height;
+        let finalized_view = self.consensus.finalized().view.0;
+        let storage = |err: mesh_ledger::storage::StoreError| DriverError::Storage(err.to_string());
+        let blocks = self.journal.load(head).map_err(storage)?;
+        let certificates = self
+            .journal
+            .load_certificates(finalized_view)
+            .map_err(storage)?;
+        if blocks.is_empty() && certificates.is_empty() {
+            return Ok(());
+        }
+        info!(
+            blocks = blocks.len(),
+            certificates = certificates.len(),
+            "recovering journaled blocks and certificates above the finalized head"
+        );
+        // Checked like any peer's: a damaged record cannot make us accept a false one.
+        let batch_max = self.consensus_config.limits.message_batch_max.max(1);
+        for chunk in certificates.chunks(batch_max) {
+            let messages = chunk
+                .iter()
+                .map(|message| (self.me, message.clone()))
+                .collect();
+            let outputs = self
+                .consensus
+                .on_input(self.now_ms(), Input::Messages { messages });
+            self.carry_out(outputs).await?;
+        }
+        self.accept_blocks(blocks).await
+    }
+
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_status_poll;
+        if let Some(at) = self.fetch.next_due() {
+            wake = wake.min(at);
+        }
         if let Some(at) = self.timers.values().min() {
             wake = wake.min(self.instant_of(*at));
         }
@@ -391,6 +426,7 @@ impl Driver {
         if self.tx_flush_at.is_some_and(|at| at <= Instant::now()) {
             self.flush_txs().await;
         }
+        self.send_due_fetches();
         if self.next_status_poll <= Instant::now() {
             self.next_status_poll = Instant::now() + self.config.status_interval;
             self.poll_status();
@@ -406,6 +442,21 @@ impl Driver {
     /// Carries out outputs in order; outputs caused on the way (a verdict fed back) queue
     /// behind them, which keeps every batch's persist-then-send order.
     async fn carry_out(&mut self, outputs: Vec<Output>) -> Result<(), DriverError> {
+        // Our own proposal goes into the journal before anything of the batch is carried out:
+        // the safety-state write that precedes its broadcast then makes it durable.
+        // Certificates too: after a restart of every node they are what resumes the views.
+        for output in &outputs {
+            let recorded = match output {
+                Output::Broadcast(Message::Propose(proposal)) => {
+                    self.journal.record(&proposal.block)
+                }
+                Output::Broadcast(
+                    message @ (Message::Notarization(_) | Message::Nullification(_)),
+                ) => self.journal.record_certificate(message),
+                _ => Ok(()),
+            };
+            recorded.map_err(|err| DriverError::Storage(err.to_string()))?;
+        }
         let mut queue: VecDeque<Output> = outputs.into();
         while let Some(output) = queue.pop_front() {
             match output {
@@ -460,6 +511,7 @@ impl Driver {
                     debug!(from = from.0, to = to.0, "consensus asks for blocks");
                     self.raise_sync_target(to.0);
                 }
+                Output::ViewReport(report) => self.on_view_report(&report),
                 Output::ReportEvidence(evidence) => {
                     self.metrics.evidence_reported.inc();
                     warn!(
@@ -476,6 +528,39 @@ impl Driver {
         Ok(())
     }
 
+    /// Logs why a view ended without a block (or is still without one at its timeout), with
+    /// what the driver knows beyond consensus: a proposal or a build waiting for its parent.
+    fn on_view_report(&mut self, report: &ViewReport) {
+        if report.ended {
+            self.metrics.view_ended(report.outcome.label());
+        }
+        if matches!(
+            report.outcome,
+            ViewOutcome::Notarized | ViewOutcome::Finalized
+        ) {
+            return;
+        }
+        let waiting_parent = self
+            .pending_build
+            .filter(|(view, ..)| *view == report.view)
+            .map(|(_, _, parent, _)| parent)
+            .or_else(|| {
+                self.pending_verifications
+                    .iter()
+                    .find(|pending| pending.view == report.view)
+                    .map(|pending| pending.parent)
+            });
+        debug!(
+            view = report.view.0,
+            leader = %report.leader,
+            ended = report.ended,
+            outcome = report.outcome.label(),
+            waiting_for_parent = ?waiting_parent,
+            "view without a block: {}",
+            report.outcome
+        );
+    }
+
     fn persist_safety(&mut self, state: &SafetyState) -> Result<(), DriverError> {
         // A follower's machine never votes, so it never asks for this.
         let started = Instant::now();
@@ -483,6 +568,9 @@ impl Driver {
         let store = Arc::clone(self.chain.store());
         tokio::task::block_in_place(|| store.put_consensus_record(SAFETY_RECORD, &bytes))
             .map_err(|err| DriverError::Storage(err.to_string()))?;
+        self.metrics
+            .voted_view
+            .set(i64::try_from(state.view.0).unwrap_or(i64::MAX));
         self.metrics
             .safety_persist_duration
             .observe(started.elapsed().as_secs_f64());
@@ -526,7 +614,9 @@ impl Driver {
             return Ok(()); // the view ended before the block interval did
         }
         if !self.chain.knows(&parent) {
-            // The parent is still on its way (sync); try again shortly while the view lasts.
+            // The parent is on its way (sync, or a fetch by hash asked for here); try again
+            // shortly while the view lasts.
+            self.want_block(parent);
             self.pending_build = Some((view, height, parent, self.now_ms().saturating_add(50)));
             return Ok(());
         }
@@ -575,7 +665,9 @@ impl Driver {
                 self.pending_verifications.pop_front();
             }
             debug!(view = pending.view.0, parent = %pending.parent, "proposal waits for its parent");
+            let parent = pending.parent;
             self.pending_verifications.push_back(pending);
+            self.want_block(parent);
             return Ok(None);
         }
         let started = Instant::now();
@@ -609,6 +701,17 @@ impl Driver {
             self.first_seen
                 .entry(pending.block_hash)
                 .or_insert_with(Instant::now);
+            // Journaled before consensus hears the verdict, so before our vote on it leaves.
+            let block = self
+                .consensus
+                .proposal(pending.view)
+                .filter(|proposal| proposal.block.header.hash == pending.block_hash)
+                .map(|proposal| proposal.block.clone());
+            if let Some(block) = block {
+                self.journal
+                    .record(&block)
+                    .map_err(|err| DriverError::Storage(err.to_string()))?;
+            }
         }
         Ok(Some(self.consensus.on_input(
             self.now_ms(),
@@ -693,6 +796,12 @@ impl Driver {
                 chain.committed_account(address).unwrap_or_default()
             });
         self.sync.target = self.sync.target.max(height);
+        self.reannounce_pending_txs().await;
+        self.journal
+            .prune_through(height)
+            .and_then(|()| self.journal.prune_certificates_through(block.header.view.0))
+            .map_err(|err| DriverError::Storage(err.to_string()))?;
+        self.prune_fetches();
         self.report_dropped();
         self.update_gauges();
         // Nobody listening is fine: subscribers come and go.
@@ -857,7 +966,58 @@ impl Driver {
                 let _ = reply.send(result.map(|admitted| admitted.hash()));
             }
             NodeCommand::PendingTx { hash, reply } => {
-                let _ = reply.send(self.mempool.get(&hash).cloned());
+                let found =
+                    match self.mempool.get(&hash) {
+                        Some(stx) => Some(MempoolLookup::Pending(stx.clone())),
+                        None => self.mempool.dropped(&hash).map(|(stx, reason)| {
+                            MempoolLookup::Dropped {
+                                transaction: stx.clone(),
+                                reason,
+                            }
+                        }),
+                    };
+                let _ = reply.send(found);
+            }
+        }
+    }
+
+    /// Gossips again the transactions pending for a few blocks, within a byte budget per
+    /// second: one publish is not a delivery (gossip drops messages under load), and a
+    /// transaction only this node holds would otherwise wait for this node's turn to lead.
+    async fn reannounce_pending_txs(&mut self) {
+        let rate = self.config.tx_reannounce_bytes_per_sec;
+        let elapsed = self.reannounce_refilled.elapsed();
+        self.reannounce_refilled = Instant::now();
+        let earned = usize::try_from(elapsed.as_millis())
+            .unwrap_or(usize::MAX)
+            .saturating_mul(rate)
+            / 1000;
+        // At most one second's worth saved up, so a quiet spell cannot become a burst.
+        self.reannounce_budget = self.reannounce_budget.saturating_add(earned).min(rate);
+        let budget = self.reannounce_budget;
+        let txs = self
+            .mempool
+            .take_reannouncements(self.config.tx_reannounce_after_blocks, budget);
+        if txs.is_empty() {
+            return;
+        }
+        let bytes: usize = txs
+            .iter()
+            .map(|tx| mesh_ledger::encoding::encode(tx).len())
+            .sum();
+        self.reannounce_budget = self.reannounce_budget.saturating_sub(bytes);
+        self.metrics.txs_reannounced.inc_by(txs.len() as u64);
+        debug!(
+            count = txs.len(),
+            bytes, "re-announcing pending transactions"
+        );
+        for chunk in txs.chunks(TX_BATCH_MAX / 10) {
+            let batch = TxGossip::V1 {
+                txs: chunk.to_vec(),
+            };
+            match self.net.publish(Topic::Transactions, batch.encode()).await {
+                Ok(_) | Err(NetworkError::NoPeersForTopic { .. }) => {}
+                Err(err) => debug!(error = %err, "pending transactions not re-announced"),
             }
         }
     }
@@ -879,211 +1039,6 @@ impl Driver {
         }
     }
 
-    // ---------------------------------------------------------------- sync
-
-    fn serve_sync(&mut self, peer: PeerId, data: &[u8]) -> SyncResponse {
-        let request = match SyncRequest::decode(data) {
-            Ok(request) => request,
-            Err(err) => {
-                debug!(%peer, error = %err, "bad sync request");
-                let reason = match err {
-                    WireError::UnknownKind { .. } => "unknown_kind",
-                    WireError::Malformed { .. } => "malformed",
-                };
-                self.metrics.reject("sync", reason);
-                return SyncResponse::Refused {
-                    reason: err.to_string(),
-                };
-            }
-        };
-        match request {
-            SyncRequest::Status => SyncResponse::Status {
-                finalized_height: self.chain.head().height,
-                finalized_hash: self.chain.head_hash(),
-            },
-            SyncRequest::Blocks { from, to } => {
-                if from > to {
-                    return SyncResponse::Refused {
-                        reason: "from is above to".into(),
-                    };
-                }
-                let count_max = usize::try_from(self.config.sync_batch_blocks).unwrap_or(128);
-                let chain = &self.chain;
-                let bytes_max = self.config.sync_response_bytes_max;
-                match tokio::task::block_in_place(|| {
-                    chain.certified_blocks(from, to, count_max, bytes_max)
-                }) {
-                    Ok(blocks) => SyncResponse::Blocks { blocks },
-                    Err(err) => {
-                        error!(error = %err, "cannot read blocks to serve");
-                        SyncResponse::Refused {
-                            reason: "storage error".into(),
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn raise_sync_target(&mut self, height: u64) {
-        if height > self.sync.target {
-            self.sync.target = height;
-            self.update_gauges();
-        }
-        self.start_sync();
-    }
-
-    /// Sends the next block request if we are behind and nothing is in flight.
-    fn start_sync(&mut self) {
-        let head = self.chain.head().height;
-        if self.sync.in_flight.is_some() || self.sync.target <= head {
-            return;
-        }
-        let Some(peer) = self.sync.pick_peer(Instant::now()) else {
-            return;
-        };
-        let to = self
-            .sync
-            .target
-            .min(head.saturating_add(self.config.sync_batch_blocks));
-        let request = SyncRequest::Blocks { from: head + 1, to };
-        debug!(%peer, from = head + 1, to, "requesting blocks");
-        self.send_sync_request(peer, request);
-    }
-
-    fn poll_status(&mut self) {
-        if self.sync.in_flight.is_some() {
-            return;
-        }
-        if self.sync.target > self.chain.head().height {
-            self.start_sync();
-            return;
-        }
-        if let Some(peer) = self.sync.pick_peer(Instant::now()) {
-            self.send_sync_request(peer, SyncRequest::Status);
-        }
-    }
-
-    fn send_sync_request(&mut self, peer: PeerId, request: SyncRequest) {
-        self.sync.in_flight = Some((peer, request));
-        let net = self.net.clone();
-        let replies = self.sync_replies_tx.clone();
-        tokio::spawn(async move {
-            let result = net.send_sync_request(peer, request.encode()).await;
-            let _ = replies
-                .send(SyncReply {
-                    peer,
-                    request,
-                    result,
-                })
-                .await;
-        });
-    }
-
-    fn set_aside(&mut self, peer: PeerId, reason: &'static str) {
-        debug!(%peer, reason, "sync peer set aside");
-        self.sync
-            .backoff
-            .insert(peer, Instant::now() + self.config.sync_peer_backoff);
-    }
-
-    async fn on_sync_reply(&mut self, reply: SyncReply) -> Result<(), DriverError> {
-        if self.sync.in_flight.map(|(peer, _)| peer) == Some(reply.peer) {
-            self.sync.in_flight = None;
-        }
-        let peer = reply.peer;
-        let bytes = match reply.result {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                debug!(%peer, error = %err, "sync request failed");
-                self.set_aside(peer, "request failed");
-                self.start_sync();
-                return Ok(());
-            }
-        };
-        let response =
-            match SyncResponse::decode(&bytes, self.config.sync_response_bytes_max + (1 << 20)) {
-                Ok(response) => response,
-                Err(err) => {
-                    warn!(%peer, error = %err, "malformed sync response");
-                    self.metrics.reject("sync", "malformed");
-                    self.set_aside(peer, "malformed response");
-                    self.start_sync();
-                    return Ok(());
-                }
-            };
-        match (reply.request, response) {
-            (
-                SyncRequest::Status,
-                SyncResponse::Status {
-                    finalized_height, ..
-                },
-            ) => {
-                if finalized_height > self.chain.head().height {
-                    debug!(%peer, finalized_height, "peer is ahead");
-                }
-                self.raise_sync_target(finalized_height);
-            }
-            (SyncRequest::Blocks { from, .. }, SyncResponse::Blocks { blocks }) => {
-                self.on_synced_blocks(peer, from, blocks).await?;
-                self.start_sync();
-            }
-            (_, SyncResponse::Refused { reason }) => {
-                debug!(%peer, %reason, "sync request refused");
-                self.set_aside(peer, "refused");
-                self.start_sync();
-            }
-            _ => {
-                self.metrics.reject("sync", "wrong_response");
-                self.set_aside(peer, "answered another question");
-                self.start_sync();
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_synced_blocks(
-        &mut self,
-        peer: PeerId,
-        from: u64,
-        blocks: Vec<mesh_consensus::CertifiedBlock>,
-    ) -> Result<(), DriverError> {
-        let head = self.chain.head().height;
-        if blocks.is_empty() {
-            // The peer does not have what it (or someone) claimed: forget the claim and learn
-            // the height again from the next status answer.
-            self.set_aside(peer, "has no blocks");
-            self.sync.target = head;
-            self.update_gauges();
-            return Ok(());
-        }
-        let starts_right = blocks
-            .first()
-            .is_some_and(|b| b.block.header.height.0 == from);
-        let payloads_match = blocks
-            .iter()
-            .all(|item| self.chain.check_synced(&item.block).is_ok());
-        if !starts_right || !payloads_match {
-            warn!(%peer, "sync peer sent blocks that do not match their headers");
-            self.metrics.reject("sync", "invalid_blocks");
-            self.set_aside(peer, "invalid blocks");
-            let _ = self.net.block_peer(peer).await;
-            return Ok(());
-        }
-        let count = blocks.len();
-        let outputs = self
-            .consensus
-            .on_input(self.now_ms(), Input::BlocksSynced { blocks });
-        if let Some(rejection) = self.consensus.last_rejection() {
-            warn!(%peer, %rejection, "synced blocks refused");
-            self.metrics.reject("sync", "invalid_certificate");
-            self.set_aside(peer, "invalid certificate");
-        }
-        self.carry_out(outputs).await?;
-        debug!(%peer, count, head = self.chain.head().height, "synced blocks applied");
-        Ok(())
-    }
-
     // ---------------------------------------------------------------- status
 
     /// Tells subscribers about transactions the mempool let go without including them.
@@ -1100,6 +1055,10 @@ impl Driver {
 
     fn update_gauges(&mut self) {
         let head = self.chain.head().height;
+        // Set here too, not only on commit: a restarted node reports its real height at once.
+        self.metrics
+            .finalized_height
+            .set(i64::try_from(head).unwrap_or(i64::MAX));
         let lag = self.sync.target.saturating_sub(head);
         self.metrics
             .sync_lag
