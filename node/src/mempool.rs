@@ -82,6 +82,8 @@ struct Entry {
     stx: SignedTransaction,
     encoded_len: usize,
     arrival: u64,
+    /// Blocks committed (`Mempool::blocks`) when it was admitted or last re-announced.
+    announced_at_block: u64,
 }
 
 impl Entry {
@@ -102,11 +104,20 @@ pub struct Mempool {
     by_fee: BTreeSet<(u64, Reverse<u64>, TxHash)>,
     bytes: usize,
     arrivals: u64,
+    /// Blocks committed since start: the clock of re-announcement.
+    blocks: u64,
     seen: HashSet<TxHash>,
     seen_order: VecDeque<TxHash>,
     /// Transactions that left without being included, and why, until taken.
     dropped: Vec<(TxHash, &'static str)>,
+    /// The last `DROPPED_LOG_MAX` transactions that left without being included, with why, so
+    /// a client asking later hears "dropped: <reason>" rather than "unknown".
+    dropped_log: HashMap<TxHash, (SignedTransaction, &'static str)>,
+    dropped_log_order: VecDeque<TxHash>,
 }
+
+/// Most dropped transactions remembered for look-ups (a few MiB at most).
+pub const DROPPED_LOG_MAX: usize = 10_000;
 
 /// Most drop reports kept until [`Mempool::take_dropped`] collects them.
 const DROPPED_REPORTS_MAX: usize = 100_000;
@@ -131,9 +142,12 @@ impl Mempool {
             by_fee: BTreeSet::new(),
             bytes: 0,
             arrivals: 0,
+            blocks: 0,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             dropped: Vec::new(),
+            dropped_log: HashMap::new(),
+            dropped_log_order: VecDeque::new(),
         }
     }
 
@@ -300,6 +314,7 @@ impl Mempool {
             stx,
             encoded_len,
             arrival: self.arrivals,
+            announced_at_block: self.blocks,
         };
         self.by_fee.insert(entry.eviction_key(hash));
         self.by_sender
@@ -359,9 +374,28 @@ impl Mempool {
     }
 
     fn drop_tx(&mut self, hash: &TxHash, reason: &'static str) {
-        if self.remove(hash).is_some() && self.dropped.len() < DROPPED_REPORTS_MAX {
+        let Some(stx) = self.remove(hash) else {
+            return;
+        };
+        if self.dropped.len() < DROPPED_REPORTS_MAX {
             self.dropped.push((*hash, reason));
         }
+        if self.dropped_log.len() >= DROPPED_LOG_MAX {
+            if let Some(oldest) = self.dropped_log_order.pop_front() {
+                self.dropped_log.remove(&oldest);
+            }
+        }
+        if self.dropped_log.insert(*hash, (stx, reason)).is_none() {
+            self.dropped_log_order.push_back(*hash);
+        }
+    }
+
+    /// A transaction that left the pool without being included (among the last
+    /// [`DROPPED_LOG_MAX`]), and why.
+    pub fn dropped(&self, hash: &TxHash) -> Option<(&SignedTransaction, &'static str)> {
+        self.dropped_log
+            .get(hash)
+            .map(|(stx, reason)| (stx, *reason))
     }
 
     /// Transactions that left the pool without being included since the last call, with the
@@ -444,11 +478,48 @@ impl Mempool {
 
     /// After a block is final: drops its transactions, then re-checks everything else against
     /// the new accounts (`account_of`), dropping what can no longer execute.
+    /// Transactions pending for at least `after_blocks` committed blocks since they arrived or
+    /// were last announced, oldest first, up to `bytes_max` encoded bytes; each is marked as
+    /// announced now. Gossip is best-effort (a mesh under load drops messages), so a pending
+    /// transaction is announced again rather than trusted to one publish: a proposer that
+    /// missed it can still include it. Per sender in nonce order, so a gap-filling nonce goes
+    /// out with (or before) the ones that wait on it.
+    pub fn take_reannouncements(
+        &mut self,
+        after_blocks: u64,
+        bytes_max: usize,
+    ) -> Vec<SignedTransaction> {
+        let now = self.blocks;
+        let mut due: Vec<(u64, TxHash)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| now.saturating_sub(entry.announced_at_block) >= after_blocks)
+            .map(|(hash, entry)| (entry.arrival, *hash))
+            .collect();
+        due.sort_unstable();
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        for (_, hash) in due {
+            let Some(entry) = self.entries.get_mut(&hash) else {
+                continue;
+            };
+            if bytes.saturating_add(entry.encoded_len) > bytes_max {
+                break;
+            }
+            bytes += entry.encoded_len;
+            entry.announced_at_block = now;
+            taken.push(entry.stx.clone());
+        }
+        taken.sort_by_key(|stx| (stx.tx.sender, stx.tx.nonce));
+        taken
+    }
+
     pub fn on_block_committed(
         &mut self,
         included: &[TxHash],
         mut account_of: impl FnMut(&Address) -> Account,
     ) {
+        self.blocks = self.blocks.saturating_add(1);
         for hash in included {
             self.remove(hash);
             self.remember(*hash);

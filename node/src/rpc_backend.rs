@@ -19,6 +19,7 @@ use mesh_rpc::{
 };
 use tokio::sync::broadcast;
 
+use crate::driver::MempoolLookup;
 use crate::mempool::MempoolError;
 use crate::service::{NodeError, NodeHandle};
 use crate::wire;
@@ -205,11 +206,29 @@ impl Backend for NodeBackend {
         if let Some(found) = self.read(final_lookup).await? {
             return Ok(Some(found));
         }
-        if let Some(transaction) = self.handle.pending_tx(hash).await.map_err(node_error)? {
-            return Ok(Some(TxLookup {
+        match self.handle.pending_tx(hash).await.map_err(node_error)? {
+            Some(MempoolLookup::Pending(transaction)) => {
+                return Ok(Some(TxLookup {
+                    transaction,
+                    status: TxStatus::Pending,
+                }));
+            }
+            Some(MempoolLookup::Dropped {
                 transaction,
-                status: TxStatus::Pending,
-            }));
+                reason,
+            }) => {
+                // It may also have become final meanwhile (another node included it).
+                if let Some(found) = self.read(final_lookup).await? {
+                    return Ok(Some(found));
+                }
+                return Ok(Some(TxLookup {
+                    transaction,
+                    status: TxStatus::Dropped {
+                        detail: reason.to_string(),
+                    },
+                }));
+            }
+            None => {}
         }
         // It may have been committed (and left the mempool) between the two look-ups.
         self.read(final_lookup).await

@@ -16,7 +16,7 @@ use tracing::info;
 use crate::chain::{Chain, ChainError};
 use crate::config::{Config, ConfigError};
 use crate::driver::{
-    self, Driver, DriverChannels, DriverConfig, DriverError, NodeCommand, NodeStatus,
+    self, Driver, DriverChannels, DriverConfig, DriverError, MempoolLookup, NodeCommand, NodeStatus,
 };
 use crate::home::Home;
 use crate::keys::{self, KeyError};
@@ -149,8 +149,8 @@ impl NodeHandle {
         response.await.map_err(|_| NodeError::Stopped)
     }
 
-    /// The transaction, if it is waiting in the mempool.
-    pub async fn pending_tx(&self, hash: TxHash) -> Result<Option<SignedTransaction>, NodeError> {
+    /// The transaction, if it is waiting in the mempool or left it without being included.
+    pub async fn pending_tx(&self, hash: TxHash) -> Result<Option<MempoolLookup>, NodeError> {
         let (reply, response) = oneshot::channel();
         self.commands
             .send(NodeCommand::PendingTx { hash, reply })

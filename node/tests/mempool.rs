@@ -308,4 +308,48 @@ fn every_transaction_that_leaves_unincluded_is_reported_once() {
     let included = tx(3, 0, 50).hash();
     pool.on_block_committed(&[included], |_| rich());
     assert!(pool.take_dropped().is_empty());
+
+    // Each dropped transaction stays answerable, with its reason, after the report was taken.
+    assert_eq!(pool.dropped(&low.hash()), Some((&low, DROP_REPLACED)));
+    assert_eq!(pool.dropped(&cheap.hash()), Some((&cheap, DROP_EVICTED)));
+    assert_eq!(pool.dropped(&bumped.hash()), Some((&bumped, DROP_STALE)));
+    assert_eq!(pool.dropped(&included), None);
+}
+
+#[test]
+fn pending_transactions_are_announced_again_after_some_blocks_within_a_byte_budget() {
+    let mut pool = pool(MempoolConfig::default());
+    for nonce in 0..3 {
+        pool.insert(tx(1, nonce, 5), &rich()).unwrap();
+    }
+    pool.insert(tx(2, 0, 5), &rich()).unwrap();
+    // Just admitted (and gossiped then): nothing is due.
+    assert!(pool.take_reannouncements(2, usize::MAX).is_empty());
+    pool.on_block_committed(&[], |_| rich());
+    assert!(pool.take_reannouncements(2, usize::MAX).is_empty());
+    pool.on_block_committed(&[], |_| rich());
+    // Two blocks later: everything, each sender in nonce order.
+    let one_len = mesh_ledger::encoding::encode(&tx(1, 0, 5)).len();
+    let limited = pool.take_reannouncements(2, 2 * one_len);
+    assert_eq!(limited.len(), 2, "the byte budget caps one round");
+    let rest = pool.take_reannouncements(2, usize::MAX);
+    assert_eq!(rest.len(), 2, "the others are still due");
+    let nonces: Vec<u64> = limited.iter().map(|t| t.tx.nonce).collect();
+    assert_eq!(nonces, vec![0, 1], "oldest first, in nonce order");
+    // Announced now: not due again until two more blocks pass.
+    assert!(pool.take_reannouncements(2, usize::MAX).is_empty());
+    pool.on_block_committed(&[tx(1, 0, 5).hash()], |address| Account {
+        balance: 1_000_000,
+        nonce: u64::from(*address == key(1).address()),
+    });
+    pool.on_block_committed(&[], |address| Account {
+        balance: 1_000_000,
+        nonce: u64::from(*address == key(1).address()),
+    });
+    let again = pool.take_reannouncements(2, usize::MAX);
+    assert_eq!(
+        again.len(),
+        3,
+        "an included transaction is never announced again"
+    );
 }

@@ -767,7 +767,8 @@ async fn subscribe_transaction<B: Backend>(
         TxStatus::Final { .. } => api.backend().receipt(hash).await.ok().flatten(),
         _ => None,
     };
-    let done = matches!(last, TxStatus::Final { .. });
+    // Final and dropped are where a subscription ends, at its start as later.
+    let done = matches!(last, TxStatus::Final { .. } | TxStatus::Dropped { .. });
     match notify(&sink, &status_event(last.clone(), receipt), config).await {
         Sent::Delivered if !done => {}
         Sent::Slow => return close_with(&TxEvent::Lagged { hash }),

@@ -101,7 +101,9 @@ pub enum TxStatus {
         /// Position in the block.
         index: u32,
     },
-    /// Left the mempool without becoming final (only in subscriptions and timeouts).
+    /// Left the mempool without becoming final: replaced, evicted, or no longer executable.
+    /// Reported by `mesh_getTransaction` for the node's last 10,000 such transactions, by
+    /// subscriptions and by waits.
     Dropped {
         /// Why.
         detail: String,

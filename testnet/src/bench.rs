@@ -856,6 +856,11 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Accepted transactions the bench never saw final (by the end of its drain window).
+pub(crate) fn accepted_never_final(run: &BenchRun) -> u64 {
+    run.accepted.saturating_sub(run.finalized)
+}
+
 /// The human summary printed at the end.
 pub(crate) fn summary(report: &BenchReport) -> String {
     let mut out = format!(
@@ -892,6 +897,10 @@ pub(crate) fn summary(report: &BenchReport) -> String {
         for (why, count) in &run.rejected {
             out.push_str(&format!("    rejected {why}: {count}\n"));
         }
+        out.push_str(&format!(
+            "    accepted but never final: {}\n",
+            accepted_never_final(run)
+        ));
         if run.finalized_twice > 0 {
             out.push_str(&format!(
                 "    WARNING: {} transaction(s) seen final twice\n",
