@@ -144,7 +144,9 @@ impl BlockJournal {
         finalized_view: u64,
     ) -> Result<Vec<Message>, StoreError> {
         self.certificates.clear();
-        self.prune_certificates_through(finalized_view)?;
+        let mut end = CERT_PREFIX.to_vec();
+        end.extend_from_slice(&finalized_view.saturating_add(1).to_be_bytes());
+        self.store.delete_consensus_records(CERT_PREFIX, &end)?;
         let records = self
             .store
             .consensus_records_with_prefix(CERT_PREFIX, CERTIFICATES_MAX)?;
@@ -178,7 +180,14 @@ impl BlockJournal {
 
     /// Forgets the certificates of views at or below `view` (finality passed them).
     pub(super) fn prune_certificates_through(&mut self, view: u64) -> Result<(), StoreError> {
-        self.certificates = self.certificates.split_off(&(view.saturating_add(1), 0));
+        let keep = self.certificates.split_off(&(view.saturating_add(1), 0));
+        // Nothing indexed at or below `view`: skip the range delete (a tombstone per block
+        // would only slow the column family down).
+        let pruned = !self.certificates.is_empty();
+        self.certificates = keep;
+        if !pruned {
+            return Ok(());
+        }
         let mut end = CERT_PREFIX.to_vec();
         end.extend_from_slice(&view.saturating_add(1).to_be_bytes());
         self.store.delete_consensus_records(CERT_PREFIX, &end)
@@ -293,6 +302,38 @@ mod tests {
         // Loading above a finalized height drops what lies at or below it.
         let mut reloaded = BlockJournal::new(store);
         assert!(reloaded.load(4).unwrap().is_empty());
+    }
+
+    fn nullification(view: u64) -> Message {
+        Message::Nullification(mesh_consensus::Certificate {
+            subject: View(view),
+            signatures: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn certificates_above_the_finalized_view_come_back_and_prune_at_finality() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let mut journal = BlockJournal::new(store);
+            for view in [5, 7, 9] {
+                journal.record_certificate(&nullification(view)).unwrap();
+            }
+            journal.record_certificate(&nullification(7)).unwrap(); // once
+        }
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut journal = BlockJournal::new(Arc::clone(&store));
+        assert_eq!(
+            journal.load_certificates(5).unwrap(),
+            vec![nullification(7), nullification(9)]
+        );
+        journal.prune_certificates_through(7).unwrap();
+        let mut reloaded = BlockJournal::new(store);
+        assert_eq!(
+            reloaded.load_certificates(0).unwrap(),
+            vec![nullification(9)]
+        );
     }
 
     #[test]
