@@ -8,7 +8,7 @@
 //! The journal closes that hole: each honest validator that notarized a block holds it on disk
 //! before its vote leaves, so a quorum's honest part can always serve it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use mesh_consensus::{Block as ConsensusBlock, Message};
@@ -58,8 +58,8 @@ fn height_bound(height: u64) -> Vec<u8> {
 pub(super) struct BlockJournal {
     store: Arc<Store>,
     /// Journaled certificates by (view, kind).
-    certificates: BTreeMap<(u64, u8), ()>,
-    by_height: BTreeMap<(u64, Hash), ()>,
+    certificates: BTreeSet<(u64, u8)>,
+    by_height: BTreeSet<(u64, Hash)>,
     heights: HashMap<Hash, u64>,
 }
 
@@ -68,8 +68,8 @@ impl BlockJournal {
     pub(super) fn new(store: Arc<Store>) -> BlockJournal {
         BlockJournal {
             store,
-            certificates: BTreeMap::new(),
-            by_height: BTreeMap::new(),
+            certificates: BTreeSet::new(),
+            by_height: BTreeSet::new(),
             heights: HashMap::new(),
         }
     }
@@ -102,9 +102,7 @@ impl BlockJournal {
                 // A damaged entry only costs the chance to serve that block: drop it.
                 _ => {
                     tracing::warn!("unreadable block journal entry dropped");
-                    let mut end = record_name.clone();
-                    end.push(0);
-                    self.store.delete_consensus_records(&record_name, &end)?;
+                    self.delete_record(&record_name)?;
                 }
             }
         }
@@ -120,21 +118,18 @@ impl BlockJournal {
             Message::Nullification(cert) => (cert.subject.0, 1u8),
             _ => return Ok(()),
         };
-        if self.certificates.contains_key(&(view, kind)) {
+        if self.certificates.contains(&(view, kind)) {
             return Ok(());
         }
         if self.certificates.len() >= CERTIFICATES_MAX {
-            if let Some(((lowest, lowest_kind), ())) = self.certificates.pop_first() {
-                let start = cert_name(lowest, lowest_kind);
-                let mut end = start.clone();
-                end.push(0);
-                self.store.delete_consensus_records(&start, &end)?;
+            if let Some((lowest, lowest_kind)) = self.certificates.pop_first() {
+                self.delete_record(&cert_name(lowest, lowest_kind))?;
             }
         }
         let bytes = mesh_ledger::encoding::encode(message);
         self.store
             .put_consensus_record_unsynced(&cert_name(view, kind), &bytes)?;
-        self.certificates.insert((view, kind), ());
+        self.certificates.insert((view, kind));
         Ok(())
     }
 
@@ -164,14 +159,12 @@ impl BlockJournal {
             };
             match (decoded, key) {
                 (Ok(message), Some((view, kind))) if cert_name(view, kind) == record_name => {
-                    self.certificates.insert((view, kind), ());
+                    self.certificates.insert((view, kind));
                     messages.push(message);
                 }
                 _ => {
                     tracing::warn!("unreadable journaled certificate dropped");
-                    let mut end = record_name.clone();
-                    end.push(0);
-                    self.store.delete_consensus_records(&record_name, &end)?;
+                    self.delete_record(&record_name)?;
                 }
             }
         }
@@ -193,8 +186,15 @@ impl BlockJournal {
         self.store.delete_consensus_records(CERT_PREFIX, &end)
     }
 
+    /// Deletes the one record named `record_name`.
+    fn delete_record(&self, record_name: &[u8]) -> Result<(), StoreError> {
+        let mut end = record_name.to_vec();
+        end.push(0);
+        self.store.delete_consensus_records(record_name, &end)
+    }
+
     fn index(&mut self, height: u64, hash: Hash) {
-        self.by_height.insert((height, hash), ());
+        self.by_height.insert((height, hash));
         self.heights.insert(hash, height);
     }
 
@@ -206,12 +206,9 @@ impl BlockJournal {
             return Ok(());
         }
         if self.heights.len() >= JOURNAL_ENTRIES_MAX {
-            if let Some(((height, lowest), ())) = self.by_height.pop_first() {
+            if let Some((height, lowest)) = self.by_height.pop_first() {
                 self.heights.remove(&lowest);
-                let start = name(height, &lowest);
-                let mut end = start.clone();
-                end.push(0);
-                self.store.delete_consensus_records(&start, &end)?;
+                self.delete_record(&name(height, &lowest))?;
             }
         }
         let bytes = mesh_ledger::encoding::encode(block);
@@ -241,7 +238,7 @@ impl BlockJournal {
             self.by_height = keep;
             return Ok(());
         }
-        for (_, hash) in std::mem::replace(&mut self.by_height, keep).into_keys() {
+        for (_, hash) in std::mem::replace(&mut self.by_height, keep) {
             self.heights.remove(&hash);
         }
         self.store
