@@ -91,6 +91,12 @@ pub enum Output {
     /// Why a view ended (or, from a timeout, why it has no block yet): for logs and metrics
     /// only; nothing needs to be done.
     ViewReport(crate::report::ViewReport),
+    /// A certificate this validator now holds, assembled from votes or received (always a
+    /// `Notarization`, `Nullification` or `Finalization`). Journal the first two and feed them
+    /// back after a restart: only the next two leaders relay a certificate they assemble, so
+    /// after every validator restarted this copy may be the only one left
+    /// (docs/consensus.md, "Relaying certificates"). Nothing has to be sent.
+    Certified(Message),
 }
 
 /// The votes this validator has signed that constrain what it may sign next, kept so a

@@ -9,6 +9,15 @@ use crate::types::{
 };
 use crate::{Output, Rejection};
 
+/// How a certificate reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// From a peer (or replayed from our journal): the same bytes others may have.
+    Received,
+    /// Formed here from a quorum of votes: our own choice of signers.
+    Assembled,
+}
+
 /// Where a message's view sits relative to what we keep state for.
 enum ViewRange {
     /// At or below the finalized view: decided already.
@@ -118,19 +127,22 @@ impl Consensus {
             Message::Nullification(cert) => return self.on_nullification(cert),
             Message::Propose(_) | Message::Vote(_) => {}
         }
+        // Only a nullify vote says its sender is stuck: it timed out in that view. Notarize and
+        // finalize votes for a view we left are mostly stragglers of a quorum already reached
+        // (a 16-validator view ends on 11 votes of each kind; the other 5 arrive afterwards),
+        // and answering each with a certificate cost n² messages per view.
+        let timed_out =
+            matches!(&message, Message::Vote(vote) if matches!(vote.vote, crate::Vote::Nullify(_)));
         match self.classify(message.view()) {
             ViewRange::Stale => {
-                self.help_lagging_peer(from);
+                if timed_out {
+                    self.help_lagging_peer(from);
+                }
                 Ok(())
             }
             ViewRange::FarFuture => self.buffer_future(from, message),
             ViewRange::Current => match message {
-                // A notarize or nullify vote for a view we left means the sender is stuck
-                // there (finalize votes are cast on the way out).
-                Message::Vote(vote)
-                    if vote.vote.view() < self.view
-                        && !matches!(vote.vote, crate::Vote::Finalize(_)) =>
-                {
+                Message::Vote(vote) if vote.vote.view() < self.view && timed_out => {
                     self.help_peer_behind(from, vote.vote.view());
                     self.on_vote(vote, signature_checked)
                 }
@@ -141,7 +153,7 @@ impl Consensus {
         }
     }
 
-    /// A peer still voting in a finalized view missed our progress: send it our finality
+    /// A peer that timed out in a finalized view missed our progress: send it our finality
     /// certificate, once per peer per finalized height.
     fn help_lagging_peer(&mut self, peer: Address) {
         let Some(cert) = &self.finality else { return };
@@ -158,7 +170,7 @@ impl Consensus {
         self.outputs.push(Output::SendTo { peer, message });
     }
 
-    /// A peer still voting in an older view that we left: send it the certificate that
+    /// A peer that timed out in an older view that we left: send it the certificate that
     /// closed the view, at most once per view per timeout period.
     fn help_peer_behind(&mut self, peer: Address, view: View) {
         let Some(state) = self.views.get(&view) else {
@@ -311,10 +323,11 @@ impl Consensus {
         if let Some(evidence) = tallied.evidence {
             self.report_evidence(view, evidence);
         }
+        let origin = Origin::Assembled;
         match certificate {
-            Some(Certified::Notarization(cert)) => self.record_notarization(cert),
-            Some(Certified::Finalization(cert)) => self.record_finalization(cert),
-            Some(Certified::Nullification(cert)) => self.record_nullification(cert),
+            Some(Certified::Notarization(cert)) => self.record_notarization(cert, origin),
+            Some(Certified::Finalization(cert)) => self.record_finalization(cert, origin),
+            Some(Certified::Nullification(cert)) => self.record_nullification(cert, origin),
             None => {}
         }
     }
@@ -349,7 +362,7 @@ impl Consensus {
             self.quorum,
             Some(&self.keys),
         )?;
-        self.record_notarization(cert);
+        self.record_notarization(cert, Origin::Received);
         Ok(())
     }
 
@@ -370,7 +383,7 @@ impl Consensus {
             self.quorum,
             Some(&self.keys),
         )?;
-        self.record_nullification(cert);
+        self.record_nullification(cert, Origin::Received);
         Ok(())
     }
 
@@ -394,29 +407,60 @@ impl Consensus {
             self.quorum,
             Some(&self.keys),
         )?;
-        self.record_finalization(cert);
+        self.record_finalization(cert, Origin::Received);
         Ok(())
     }
 
-    /// Stores a new notarization and forwards it: in Simplex every validator relays the
-    /// certificates it sees, so one validator's view of progress becomes everyone's.
-    pub(crate) fn record_notarization(&mut self, cert: Notarization) {
+    /// Whether to relay a certificate for `view` that reached us from `origin`.
+    ///
+    /// A certificate received from the network is relayed: its bytes are the ones everyone else
+    /// received, so the gossip layer delivers it once and drops the copies. A certificate we
+    /// assembled from votes carries our own choice of signers, so each validator's is different
+    /// bytes: if all `n` relayed theirs, each view would flood `n` certificates of each kind
+    /// through the network (n² deliveries, most of the traffic of a 16-validator committee).
+    /// Only the leaders of the next two views relay theirs: the next leader needs the
+    /// certificate to propose anyway, and the one after covers a crashed next leader. Every other
+    /// path that spreads certificates stays (timeouts re-send them, votes from a view we left are
+    /// answered with the certificate that closed it), and those paths carry liveness.
+    fn relays(&self, view: View, origin: Origin) -> bool {
+        match origin {
+            Origin::Received => true,
+            Origin::Assembled => {
+                let me = self.address();
+                self.config.leader(View(view.0.saturating_add(1))) == me
+                    || self.config.leader(View(view.0.saturating_add(2))) == me
+            }
+        }
+    }
+
+    /// Stores a new notarization and relays it (see [`Consensus::relays`]): in Simplex every
+    /// validator that sees a certificate makes sure the others see it too.
+    pub(crate) fn record_notarization(&mut self, cert: Notarization, origin: Origin) {
         let view = cert.subject.view;
-        self.outputs
-            .push(Output::Broadcast(Message::Notarization(cert.clone())));
+        let message = Message::Notarization(cert.clone());
+        if self.relays(view, origin) {
+            self.outputs.push(Output::Broadcast(message.clone()));
+        }
+        self.outputs.push(Output::Certified(message));
         self.views.entry(view).or_default().notarization = Some(cert);
     }
 
-    pub(crate) fn record_nullification(&mut self, cert: Nullification) {
+    pub(crate) fn record_nullification(&mut self, cert: Nullification, origin: Origin) {
         let view = cert.subject;
-        self.outputs
-            .push(Output::Broadcast(Message::Nullification(cert.clone())));
+        let message = Message::Nullification(cert.clone());
+        if self.relays(view, origin) {
+            self.outputs.push(Output::Broadcast(message.clone()));
+        }
+        self.outputs.push(Output::Certified(message));
         self.views.entry(view).or_default().nullification = Some(cert);
     }
 
-    pub(crate) fn record_finalization(&mut self, cert: FinalityCertificate) {
-        self.outputs
-            .push(Output::Broadcast(Message::Finalization(cert.clone())));
+    pub(crate) fn record_finalization(&mut self, cert: FinalityCertificate, origin: Origin) {
+        let message = Message::Finalization(cert.clone());
+        if self.relays(cert.subject.view, origin) {
+            self.outputs.push(Output::Broadcast(message.clone()));
+        }
+        self.outputs.push(Output::Certified(message));
         let id = cert.subject;
         if id.height <= self.finalized.height {
             return;

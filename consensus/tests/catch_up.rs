@@ -155,6 +155,50 @@ fn a_peer_voting_in_a_closed_view_gets_the_closing_certificate() {
 }
 
 #[test]
+fn stragglers_of_a_reached_quorum_get_no_certificate_but_a_timed_out_peer_does() {
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (header, proposal) = s.proposal(1, genesis_id(), b"one");
+    s.step(5, s.from(1, proposal), &[Got::Verify(View(1))]);
+    s.step(
+        6,
+        Input::PayloadVerified {
+            view: View(1),
+            block_hash: header.hash,
+            valid: true,
+        },
+        &[Got::Persist, Got::Vote(Vote::Notarize(header))],
+    );
+    s.step(
+        10,
+        s.vote(2, Vote::Notarize(header)),
+        &[
+            Got::Persist,
+            Got::Vote(Vote::Finalize(header.id())),
+            Got::Timeout(View(2), 10 + BASE_MS),
+        ],
+    );
+    let laggard = s.keys[3].address();
+    // A notarize vote arriving after the view closed is a straggler, not a stuck peer.
+    s.step(20, s.vote(3, Vote::Notarize(header)), &[]);
+    s.step(30, s.vote(1, Vote::Finalize(header.id())), &[]);
+    s.step(
+        31,
+        s.vote(2, Vote::Finalize(header.id())),
+        &[Got::Finalize(Height(1))],
+    );
+    // Likewise a finalize vote for the finalized view.
+    s.step(40, s.vote(3, Vote::Finalize(header.id())), &[]);
+    // A nullify vote there means the sender timed out without our progress: help it once.
+    s.step(
+        41,
+        s.vote(3, Vote::Nullify(View(1))),
+        &[Got::SendTo(laggard)],
+    );
+    s.step(42, s.vote(3, Vote::Nullify(View(1))), &[]);
+}
+
+#[test]
 fn finality_of_a_descendant_finalizes_ancestors_with_its_certificate() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);

@@ -23,24 +23,84 @@ fn good_case_notarize_finalize_in_three_steps() {
         },
         &[Got::Persist, Got::Vote(Vote::Notarize(header))],
     );
-    // The leader's proposal counted as its vote: one more makes a quorum of three.
-    s.step(
+    // The leader's proposal counted as its vote: one more makes a quorum of three. Validator 0
+    // leads neither view 2 nor view 3, so it keeps the certificates it assembles to itself,
+    // and hands them to its journal.
+    let outputs = s.step(
         20,
         s.vote(2, Vote::Notarize(header)),
         &[
-            Got::Notarization(View(1)),
             Got::Persist,
             Got::Vote(Vote::Finalize(header.id())),
             Got::Timeout(View(2), 20 + BASE_MS),
         ],
     );
+    assert_eq!(certified(&outputs), [Got::Notarization(View(1))]);
     s.step(30, s.vote(1, Vote::Finalize(header.id())), &[]);
-    s.step(
+    let outputs = s.step(
         31,
         s.vote(3, Vote::Finalize(header.id())),
-        &[Got::Finalization(View(1)), Got::Finalize(Height(1))],
+        &[Got::Finalize(Height(1))],
     );
+    assert_eq!(certified(&outputs), [Got::Finalization(View(1))]);
     assert_eq!(s.machine.finalized(), header.id());
+}
+
+#[test]
+fn the_next_two_leaders_relay_the_certificates_they_assemble() {
+    // Views 2 and 3 are led by validators 2 and 3: they relay what they assemble for view 1.
+    for relayer in [2, 3] {
+        let mut s = Script::new(relayer);
+        s.start(&[Got::Timeout(View(1), BASE_MS)]);
+        let (header, proposal) = s.proposal(1, genesis_id(), b"one");
+        s.step(10, s.from(1, proposal), &[Got::Verify(View(1))]);
+        s.step(
+            11,
+            Input::PayloadVerified {
+                view: View(1),
+                block_hash: header.hash,
+                valid: true,
+            },
+            &[Got::Persist, Got::Vote(Vote::Notarize(header))],
+        );
+        let other = if relayer == 2 { 3 } else { 2 };
+        let mut expected = vec![
+            Got::Notarization(View(1)),
+            Got::Persist,
+            Got::Vote(Vote::Finalize(header.id())),
+            Got::Timeout(View(2), 20 + BASE_MS),
+        ];
+        if relayer == 2 {
+            // The next leader builds its proposal on the notarization right away.
+            expected.push(Got::Build(View(2), Height(2)));
+        }
+        s.step(20, s.vote(other, Vote::Notarize(header)), &expected);
+        s.step(30, s.vote(1, Vote::Finalize(header.id())), &[]);
+        s.step(
+            31,
+            s.vote(other, Vote::Finalize(header.id())),
+            &[Got::Finalization(View(1)), Got::Finalize(Height(1))],
+        );
+    }
+}
+
+#[test]
+fn every_validator_relays_a_certificate_it_received() {
+    // Validator 0 leads neither view 2 nor view 3, yet passes on a certificate from a peer.
+    let mut s = Script::new(0);
+    s.start(&[Got::Timeout(View(1), BASE_MS)]);
+    let (header, _) = s.proposal(1, genesis_id(), b"one");
+    let cert = s.certificate(header, &[1, 2, 3]);
+    s.step(
+        10,
+        s.from(1, Message::Notarization(cert)),
+        &[
+            Got::Notarization(View(1)),
+            Got::Persist,
+            Got::Vote(Vote::Finalize(header.id())),
+            Got::Timeout(View(2), 10 + BASE_MS),
+        ],
+    );
 }
 
 #[test]
@@ -84,7 +144,7 @@ fn timeout_nullifies_and_backs_off() {
         1_200,
         s.vote(2, Vote::Nullify(View(1))),
         &[
-            Got::Nullification(View(1)),
+            // Assembled here, and validator 0 leads neither view 2 nor 3: not relayed.
             Got::Timeout(View(2), 1_200 + 2 * BASE_MS),
         ],
     );
@@ -303,7 +363,6 @@ fn votes_arriving_together_are_batch_verified_and_a_bad_one_is_singled_out() {
         &[
             Got::Persist,
             Got::Vote(Vote::Nullify(View(1))),
-            Got::Nullification(View(1)),
             Got::Timeout(View(2), BASE_MS + 2 * BASE_MS),
         ],
     );

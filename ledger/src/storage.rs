@@ -894,6 +894,21 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the consensus driver's records with these exact names in one write, without
+    /// waiting for the disk (point deletes: no range tombstones for reads to skip).
+    pub fn delete_consensus_records_named(&self, names: &[Vec<u8>]) -> Result<(), StoreError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(CF_CONSENSUS)?;
+        let mut batch = WriteBatch::default();
+        for name in names {
+            batch.delete_cf(cf, name);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     /// The consensus driver's records whose name starts with `prefix`, in name order, at most
     /// `max` of them.
     pub fn consensus_records_with_prefix(

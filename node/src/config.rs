@@ -177,6 +177,12 @@ pub struct ConsensusSettings {
     /// Least time between a block's timestamp and its child's: the leader waits this long
     /// before building, so an idle chain makes a few blocks per second, not hundreds.
     pub block_interval_ms: u64,
+    /// With no transaction to include, the leader proposes an empty block only this long after
+    /// the parent (CometBFT's `create_empty_blocks_interval`); a transaction that arrives
+    /// meanwhile goes into a block at the block interval. At most `block_interval_ms` turns
+    /// the wait off. Unset (configs written before it existed): see
+    /// [`ConsensusSettings::empty_block_interval`].
+    pub empty_block_interval_ms: Option<u64>,
     /// How long a view waits for a block before validators vote to skip it; doubles on each
     /// consecutive skipped view.
     pub view_timeout_ms: u64,
@@ -190,10 +196,20 @@ impl Default for ConsensusSettings {
     fn default() -> Self {
         ConsensusSettings {
             block_interval_ms: 500,
+            empty_block_interval_ms: Some(1_000),
             view_timeout_ms: 2_000,
             view_timeout_max_ms: 30_000,
             max_clock_drift_ms: 10_000,
         }
+    }
+}
+
+impl ConsensusSettings {
+    /// The empty-block interval in force: the configured one, or for a config that predates
+    /// the setting 1 s capped at half the view timeout, so an old config stays valid.
+    pub fn empty_block_interval(&self) -> u64 {
+        self.empty_block_interval_ms
+            .unwrap_or_else(|| (self.view_timeout_ms / 2).min(1_000))
     }
 }
 
@@ -283,6 +299,14 @@ impl Config {
             return invalid(
                 "consensus.view_timeout_ms",
                 "must be at least twice consensus.block_interval_ms (and at least 100)",
+            );
+        }
+        // The leader of an idle chain holds its view this long before proposing: the others
+        // must not give up on the view first.
+        if consensus.view_timeout_ms < consensus.empty_block_interval().saturating_mul(2) {
+            return invalid(
+                "consensus.view_timeout_ms",
+                "must be at least twice consensus.empty_block_interval_ms",
             );
         }
         if consensus.view_timeout_max_ms < consensus.view_timeout_ms {
@@ -382,11 +406,15 @@ future_nonce_window = {window}
 seen_cache_size = {seen}
 
 [consensus]
-# Least time between consecutive blocks (ms): an idle chain makes an empty block this often.
+# Least time between consecutive blocks (ms).
 block_interval_ms = {block_interval}
+# With no transaction to include, the leader proposes an empty block only this long after the
+# previous block (ms); a transaction that arrives meanwhile is proposed at block_interval_ms.
+# At most block_interval_ms: empty blocks at the block interval.
+empty_block_interval_ms = {empty_block_interval}
 # How long a view waits for its block before validators vote to skip it (ms); doubles on each
-# consecutive skipped view. At least twice block_interval_ms. Use the same value on every
-# validator.
+# consecutive skipped view. At least twice block_interval_ms and twice
+# empty_block_interval_ms. Use the same value on every validator.
 view_timeout_ms = {view_timeout}
 # Ceiling of the doubled view timeout (ms).
 view_timeout_max_ms = {view_timeout_max}
@@ -422,6 +450,7 @@ max_clock_drift_ms = {drift}
             window = self.mempool.future_nonce_window,
             seen = self.mempool.seen_cache_size,
             block_interval = self.consensus.block_interval_ms,
+            empty_block_interval = self.consensus.empty_block_interval(),
             view_timeout = self.consensus.view_timeout_ms,
             view_timeout_max = self.consensus.view_timeout_max_ms,
             drift = self.consensus.max_clock_drift_ms,

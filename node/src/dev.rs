@@ -44,7 +44,11 @@ pub(crate) fn prepare(
     }
     let mut options = NodeOptions::from_home(home).map_err(|err| err.to_string())?;
     options.config.consensus.block_interval_ms = block_interval_ms;
-    options.config.consensus.view_timeout_ms = block_interval_ms.saturating_mul(4).max(1_000);
+    let empty_block_interval_ms = options.config.consensus.empty_block_interval();
+    options.config.consensus.view_timeout_ms = block_interval_ms
+        .saturating_mul(4)
+        .max(empty_block_interval_ms.saturating_mul(2))
+        .max(1_000);
     options.config.consensus.view_timeout_max_ms = options
         .config
         .consensus

@@ -151,6 +151,11 @@ impl Mempool {
         }
     }
 
+    /// Most transactions the pool holds.
+    pub fn capacity(&self) -> usize {
+        self.config.max_txs
+    }
+
     /// Number of pending transactions.
     pub fn len(&self) -> usize {
         self.entries.len()

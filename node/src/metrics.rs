@@ -24,7 +24,12 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
-use crate::network::{NetworkHandle, PeerId};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::network::{NetworkHandle, NetworkStats, PeerId};
 
 /// Largest admin request body (a few hundred peer ids).
 const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -277,6 +282,37 @@ impl Metrics {
         self.rejected_messages
             .get_or_create(&RejectLabels { source, reason })
             .inc();
+    }
+}
+
+/// The network task's counters ([`NetworkStats`]), read at each scrape as
+/// `mesh_network_<counter>_total` (and `mesh_network_peers_connected`, a gauge; the registry
+/// adds the `mesh_` prefix): the network task counts with atomics and never waits for the
+/// exporter.
+#[derive(Debug)]
+pub struct NetworkCollector(pub Arc<NetworkStats>);
+
+impl Collector for NetworkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in self.0.entries() {
+            let help = help.trim();
+            if name == "peers_connected" {
+                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+                let metric = encoder.encode_descriptor(
+                    "network_peers_connected",
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?;
+                gauge.encode(metric)?;
+            } else {
+                let counter = ConstCounter::new(value);
+                let name = format!("network_{name}");
+                let metric = encoder.encode_descriptor(&name, help, None, counter.metric_type())?;
+                counter.encode(metric)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -115,6 +115,7 @@ impl NodeOptions {
 pub fn driver_config(config: &Config) -> DriverConfig {
     DriverConfig {
         block_interval_ms: config.consensus.block_interval_ms,
+        empty_block_interval_ms: config.consensus.empty_block_interval(),
         max_clock_drift_ms: config.consensus.max_clock_drift_ms,
         ..DriverConfig::default()
     }
@@ -346,7 +347,8 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     let (network, events) = Network::start(net_config).await?;
     let p2p_addrs = network.listen_addrs().await?;
 
-    let (metrics, registry) = Metrics::new();
+    let (metrics, mut registry) = Metrics::new();
+    registry.register_collector(Box::new(metrics::NetworkCollector(network.stats())));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin = admin.then(|| Arc::new(metrics::Admin::new(network.clone())));
     let metrics_addr = metrics::serve(

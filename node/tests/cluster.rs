@@ -490,3 +490,104 @@ async fn an_admin_partition_stops_finality_and_healing_resumes_it() {
     }
     stop_all(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_transaction_outlives_a_restart_of_its_node() {
+    use mesh_node::driver::MempoolLookup;
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let key = &testnet.validators[0];
+    let node = service::start(options(
+        dir.path(),
+        &testnet,
+        Some(key),
+        test_config(0, 0, vec![]),
+    ))
+    .await
+    .expect("node starts");
+    assert!(
+        wait_height(&node, 1, LIMIT).await,
+        "the validator finalizes"
+    );
+    let transfer = |nonce: u64| {
+        Transaction {
+            chain_id: CHAIN.into(),
+            sender: testnet.account.address(),
+            nonce,
+            fee: 10,
+            op: Op::Transfer {
+                to: mesh_ledger::SecretKey::from_seed([98; 32]).address(),
+                amount: 7,
+            },
+        }
+        .sign(&testnet.account)
+    };
+    // Nonce 1 before nonce 0: accepted, and pending until nonce 0 arrives.
+    let later = transfer(1);
+    let later_hash = node
+        .handle()
+        .submit(later)
+        .await
+        .unwrap()
+        .expect("admitted");
+    node.stop().await.expect("clean stop");
+
+    let node = service::start(options(
+        dir.path(),
+        &testnet,
+        Some(key),
+        test_config(0, 0, vec![]),
+    ))
+    .await
+    .expect("node restarts");
+    let lookup = node.handle().pending_tx(later_hash).await.unwrap();
+    assert!(
+        matches!(lookup, Some(MempoolLookup::Pending(_))),
+        "the accepted transaction is pending again after the restart: {lookup:?}"
+    );
+    // Its predecessor arrives: both become final, each once.
+    node.handle()
+        .submit(transfer(0))
+        .await
+        .unwrap()
+        .expect("admitted");
+    let deadline = Instant::now() + LIMIT;
+    while node
+        .handle()
+        .store()
+        .tx_location(&later_hash)
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the journaled transaction becomes final"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    let account = node
+        .handle()
+        .store()
+        .account(&testnet.account.address())
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.nonce, 2);
+    node.stop().await.expect("clean stop");
+
+    // Final transactions leave the journal: a second restart re-admits nothing.
+    let node = service::start(options(
+        dir.path(),
+        &testnet,
+        Some(key),
+        test_config(0, 0, vec![]),
+    ))
+    .await
+    .expect("node restarts again");
+    assert!(node
+        .handle()
+        .pending_tx(later_hash)
+        .await
+        .unwrap()
+        .is_none());
+    node.stop().await.expect("clean stop");
+}

@@ -60,7 +60,10 @@ pub use scenario::{
     scenario, Scenario, ScenarioOptions, ScenarioReport, CATCH_UP_BLOCKS, DEFAULT_LOAD_RATE,
     FAULT_WINDOW, JOIN_AFTER, LOAD_SECONDS_MAX, PAUSE_FOR, STALL_MAX,
 };
-pub use setup::{ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, VALIDATOR_POWER, VIEW_TIMEOUT_MS};
+pub use setup::{
+    ACCOUNT_BALANCE, BLOCK_INTERVAL_MS, CHAIN_ID, EMPTY_BLOCK_INTERVAL_MS, VALIDATOR_POWER,
+    VIEW_TIMEOUT_MS,
+};
 pub use state::{NodeEntry, TestnetFile, TESTNET_FILE};
 
 /// Directory used when `--dir` is not given (relative to the current directory).

@@ -38,13 +38,24 @@ pub enum Got {
     SendTo(Address),
 }
 
-/// The outputs a script asserts on in order: everything but the diagnostic view reports,
-/// which `reports` checks separately.
+/// The outputs a script asserts on in order: everything but the diagnostic view reports
+/// (`reports` checks them) and the certificates held for the journal (`certified`).
 pub fn protocol(outputs: &[Output]) -> Vec<Got> {
     outputs
         .iter()
-        .filter(|output| !matches!(output, Output::ViewReport(_)))
+        .filter(|output| !matches!(output, Output::ViewReport(_) | Output::Certified(_)))
         .map(reduce)
+        .collect()
+}
+
+/// The certificates among `outputs` handed to the journal, as `Got`.
+pub fn certified(outputs: &[Output]) -> Vec<Got> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Certified(message) => Some(reduce(&Output::Broadcast(message.clone()))),
+            _ => None,
+        })
         .collect()
 }
 
@@ -74,7 +85,9 @@ fn reduce(output: &Output) -> Got {
         Output::Finalize { block, .. } => Got::Finalize(block.header.height),
         Output::RequestSync { from, to } => Got::Sync(from.0, to.0),
         Output::ReportEvidence(evidence) => Got::Evidence(evidence.signer()),
-        Output::ViewReport(_) => unreachable!("view reports are filtered out by `protocol`"),
+        Output::ViewReport(_) | Output::Certified(_) => {
+            unreachable!("view reports and certificates held are filtered out by `protocol`")
+        }
     }
 }
 

@@ -531,8 +531,8 @@ impl World {
         let incarnation = self.nodes[node].incarnation;
         match output {
             Output::PersistSafetyState(state) => self.nodes[node].durable_safety = state,
-            Output::Broadcast(message) => {
-                // Certificates go into the driver's journal before they leave.
+            Output::Certified(message) => {
+                // Certificates go into the driver's journal as they are obtained.
                 let key = match &message {
                     Message::Notarization(cert) => Some((cert.subject.view.0, 0)),
                     Message::Nullification(cert) => Some((cert.subject.0, 1)),
@@ -540,12 +540,11 @@ impl World {
                 };
                 if let Some(key) = key {
                     if !self.scenario.mutation_forget_certificates {
-                        self.nodes[node]
-                            .cert_journal
-                            .entry(key)
-                            .or_insert_with(|| message.clone());
+                        self.nodes[node].cert_journal.entry(key).or_insert(message);
                     }
                 }
+            }
+            Output::Broadcast(message) => {
                 for to in 0..self.nodes.len() {
                     if to != node {
                         self.send_from_node(node, to, message.clone());

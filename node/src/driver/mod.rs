@@ -19,6 +19,7 @@
 mod fetch;
 mod journal;
 mod sync;
+mod tx_journal;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use crate::wire::{ConsensusEnvelope, TxGossip, WireError, TX_BATCH_MAX};
 use fetch::FetchState;
 use journal::BlockJournal;
 use sync::{SyncReply, SyncState};
+use tx_journal::TxJournal;
 
 /// Name of the safety-state record in the consensus column family.
 pub const SAFETY_RECORD: &[u8] = b"safety_state/v1";
@@ -52,6 +54,10 @@ const SAFETY_RECORD_BYTES_MAX: usize = 1 << 20;
 pub struct DriverConfig {
     /// Least time between a parent's timestamp and its child's.
     pub block_interval_ms: u64,
+    /// With nothing to include, the leader waits this long after the parent's timestamp
+    /// before proposing an empty block; a transaction arriving meanwhile is proposed at the
+    /// block interval. At most `block_interval_ms` means empty blocks at the block interval.
+    pub empty_block_interval_ms: u64,
     /// Proposals stamped further ahead of our clock are refused.
     pub max_clock_drift_ms: u64,
     /// How often a peer is asked for its finalized height.
@@ -78,6 +84,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             block_interval_ms: 500,
+            empty_block_interval_ms: 500,
             max_clock_drift_ms: 10_000,
             status_interval: Duration::from_secs(2),
             sync_batch_blocks: 128,
@@ -208,6 +215,8 @@ pub struct Driver {
     sync: SyncState,
     fetch: FetchState,
     journal: BlockJournal,
+    /// Transactions clients submitted here, pending: re-admitted after a restart.
+    tx_journal: TxJournal,
 }
 
 impl std::fmt::Debug for Driver {
@@ -261,6 +270,7 @@ impl Driver {
         let (sync_replies_tx, sync_replies) = mpsc::channel(8);
         let now = Instant::now();
         let journal = BlockJournal::new(Arc::clone(chain.store()));
+        let tx_journal = TxJournal::new(Arc::clone(chain.store()), mempool.capacity());
         Driver {
             config,
             me: consensus.address(),
@@ -288,6 +298,7 @@ impl Driver {
             sync: SyncState::default(),
             fetch: FetchState::default(),
             journal,
+            tx_journal,
         }
     }
 
@@ -315,6 +326,7 @@ impl Driver {
         let outputs = self.consensus.start(self.now_ms());
         self.carry_out(outputs).await?;
         self.recover_journal().await?;
+        self.recover_transactions().await?;
         self.metrics
             .voted_view
             .set(i64::try_from(self.consensus.safety_state().view.0).unwrap_or(i64::MAX));
@@ -345,6 +357,40 @@ impl Driver {
             height = self.chain.head().height,
             "consensus driver stopped"
         );
+        Ok(())
+    }
+
+    /// Re-admits the transactions clients submitted here before a restart and gossips them
+    /// again; those the chain has overtaken (included, nonce used) leave the journal.
+    async fn recover_transactions(&mut self) -> Result<(), DriverError> {
+        let storage = |err: mesh_ledger::storage::StoreError| DriverError::Storage(err.to_string());
+        let tx_bytes_max = self.chain.context().params.tx_bytes_max as usize;
+        let txs = self.tx_journal.load(tx_bytes_max).map_err(storage)?;
+        if txs.is_empty() {
+            return Ok(());
+        }
+        let journaled = txs.len();
+        let mut overtaken = Vec::new();
+        for stx in txs {
+            let hash = stx.hash();
+            let account = self
+                .chain
+                .committed_account(&stx.tx.sender)
+                .map_err(|err| DriverError::Storage(err.to_string()))?;
+            match self.mempool.insert(stx.clone(), &account) {
+                Ok(Admitted::New(_)) => self.tx_outbox.push(stx),
+                Ok(Admitted::Known(_)) => {}
+                Err(_) => overtaken.push(hash),
+            }
+        }
+        self.tx_journal.forget(&overtaken).map_err(storage)?;
+        info!(
+            journaled,
+            pending = self.tx_journal.len(),
+            "re-admitted transactions submitted here before the restart"
+        );
+        self.flush_txs().await;
+        self.update_gauges();
         Ok(())
     }
 
@@ -450,7 +496,7 @@ impl Driver {
                 Output::Broadcast(Message::Propose(proposal)) => {
                     self.journal.record(&proposal.block)
                 }
-                Output::Broadcast(
+                Output::Certified(
                     message @ (Message::Notarization(_) | Message::Nullification(_)),
                 ) => self.journal.record_certificate(message),
                 _ => Ok(()),
@@ -512,6 +558,8 @@ impl Driver {
                     self.raise_sync_target(to.0);
                 }
                 Output::ViewReport(report) => self.on_view_report(&report),
+                // Journaled before the batch was carried out (above).
+                Output::Certified(_) => {}
                 Output::ReportEvidence(evidence) => {
                     self.metrics.evidence_reported.inc();
                     warn!(
@@ -599,14 +647,31 @@ impl Driver {
     /// When the leader may build on `parent`: once the block interval since the parent's
     /// timestamp has passed (at once if the parent is unknown or old).
     fn build_time(&self, parent: &Hash) -> u64 {
-        let wait = self.chain.parent_header(parent).map_or(0, |header| {
+        self.now_ms()
+            .saturating_add(self.wait_after_parent(parent, self.config.block_interval_ms))
+    }
+
+    /// How long from now until `interval_ms` after `parent`'s timestamp (0 if the parent is
+    /// unknown or old; never more than `interval_ms`, whatever the parent's clock said).
+    fn wait_after_parent(&self, parent: &Hash, interval_ms: u64) -> u64 {
+        self.chain.parent_header(parent).map_or(0, |header| {
             header
                 .timestamp_ms
-                .saturating_add(self.config.block_interval_ms)
+                .saturating_add(interval_ms)
                 .saturating_sub(wall_ms())
-                .min(self.config.block_interval_ms)
-        });
-        self.now_ms().saturating_add(wait)
+                .min(interval_ms)
+        })
+    }
+
+    /// A transaction arrived: a leader holding back an empty block builds at the block
+    /// interval instead.
+    fn wake_waiting_build(&mut self) {
+        if let Some((view, height, parent, at)) = self.pending_build {
+            let sooner = self.build_time(&parent);
+            if sooner < at {
+                self.pending_build = Some((view, height, parent, sooner));
+            }
+        }
     }
 
     async fn build(&mut self, view: View, height: Height, parent: Hash) -> Result<(), DriverError> {
@@ -629,6 +694,15 @@ impl Driver {
             let nonces = self.chain.nonces_at(&parent).map_err(fatal)?;
             self.mempool.select(txs_max, bytes_max, nonces)
         };
+        if candidates.is_empty() {
+            // An idle chain: at most one empty block per empty-block interval.
+            let wait = self.wait_after_parent(&parent, self.config.empty_block_interval_ms);
+            if wait > 0 {
+                self.pending_build =
+                    Some((view, height, parent, self.now_ms().saturating_add(wait)));
+                return Ok(());
+            }
+        }
         let chain = &mut self.chain;
         let me = self.me;
         let built = tokio::task::block_in_place(|| chain.build(&parent, me, wall_ms(), candidates));
@@ -782,19 +856,22 @@ impl Driver {
             .txs_finalized
             .inc_by(committed.tx_hashes.len() as u64);
         self.metrics.txs_failed.inc_by(committed.failed_txs as u64);
-        info!(
-            height,
-            view = block.header.view.0,
-            block = %committed.hash,
-            txs = committed.tx_hashes.len(),
-            commit_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            "block finalized"
-        );
+        let commit_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let txs = committed.tx_hashes.len();
+        // An idle chain finalizes an empty block every interval: those stay out of the INFO log.
+        if txs == 0 {
+            debug!(height, view = block.header.view.0, block = %committed.hash, txs, commit_ms, "block finalized");
+        } else {
+            info!(height, view = block.header.view.0, block = %committed.hash, txs, commit_ms, "block finalized");
+        }
         let chain = &self.chain;
         self.mempool
             .on_block_committed(&committed.tx_hashes, |address| {
                 chain.committed_account(address).unwrap_or_default()
             });
+        self.tx_journal
+            .forget(&committed.tx_hashes)
+            .map_err(|err| DriverError::Storage(err.to_string()))?;
         self.sync.target = self.sync.target.max(height);
         self.reannounce_pending_txs().await;
         self.journal
@@ -927,6 +1004,9 @@ impl Driver {
             }
         }
         self.metrics.txs_submitted.inc_by(new);
+        if new > 0 {
+            self.wake_waiting_build();
+        }
         self.report_dropped();
         self.update_gauges();
         if invalid {
@@ -954,6 +1034,11 @@ impl Driver {
                 let result = self.mempool.insert(*tx.clone(), &account);
                 if let Ok(Admitted::New(_)) = result {
                     self.metrics.txs_submitted.inc();
+                    if let Err(err) = self.tx_journal.record(&tx) {
+                        // Still pending in memory; only a restart would lose it.
+                        error!(error = %err, "cannot journal a submitted transaction");
+                    }
+                    self.wake_waiting_build();
                     self.tx_outbox.push(*tx);
                     if self.tx_outbox.len() >= TX_BATCH_MAX / 10 {
                         self.flush_txs().await;
@@ -1043,7 +1128,12 @@ impl Driver {
 
     /// Tells subscribers about transactions the mempool let go without including them.
     fn report_dropped(&mut self) {
-        for (hash, reason) in self.mempool.take_dropped() {
+        let dropped = self.mempool.take_dropped();
+        if let Err(err) = self.tx_journal.forget(dropped.iter().map(|(hash, _)| hash)) {
+            // Harmless: a restart re-admits it, and the mempool refuses it again.
+            warn!(error = %err, "cannot remove dropped transactions from the journal");
+        }
+        for (hash, reason) in dropped {
             debug!(tx = %hash, reason, "transaction dropped from the mempool");
             // Nobody listening is fine.
             let _ = self.channels.dropped.send(Arc::new(DroppedTx {

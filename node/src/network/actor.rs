@@ -59,7 +59,12 @@ pub(super) struct Actor {
         ),
     >,
     next_sync_request_id: u64,
+    /// Peers reported slow: when we last warned, and messages dropped since.
+    slow_peers: HashMap<PeerId, (Option<tokio::time::Instant>, u64)>,
 }
+
+/// Least time between two warnings about the same slow gossip peer.
+const SLOW_PEER_WARN_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Actor {
     /// Builds the swarm and waits until it listens.
@@ -108,6 +113,7 @@ impl Actor {
             sync_outbound: HashMap::new(),
             sync_inbound: HashMap::new(),
             next_sync_request_id: 0,
+            slow_peers: HashMap::new(),
         };
         actor.wait_listening(&config.listen_addr).await?;
         for (peer, addr) in actor.bootnodes.clone() {
@@ -500,6 +506,7 @@ impl Actor {
                 ..
             } => {
                 if num_established == 0 && self.connected.remove(&peer_id).is_some() {
+                    self.slow_peers.remove(&peer_id);
                     info!(peer = %peer_id, cause = ?cause, "peer disconnected");
                     self.stats.set_peers_connected(self.connected.len());
                     self.emit(NetworkEvent::PeerDisconnected(peer_id));
@@ -590,9 +597,32 @@ impl Actor {
             gossipsub::Event::SlowPeer {
                 peer_id,
                 failed_messages,
-            } => {
-                warn!(peer = %peer_id, ?failed_messages, "slow gossip peer")
-            }
+            } => self.on_slow_peer(peer_id, failed_messages),
+        }
+    }
+
+    /// Counts what a slow peer missed; warns about it at most once per
+    /// [`SLOW_PEER_WARN_INTERVAL`] per peer, with the total since the last warning. Gossipsub
+    /// reports a slow peer on every heartbeat, and a line per report (and gossipsub's own line
+    /// per refused message, which formats the whole message) cost more CPU on a loaded
+    /// 16-validator network than the messages themselves.
+    fn on_slow_peer(&mut self, peer: PeerId, failed: gossipsub::FailedMessages) {
+        let dropped =
+            u64::try_from(failed.priority.saturating_add(failed.non_priority)).unwrap_or(u64::MAX);
+        self.stats
+            .gossip_send_dropped
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        let (last_warned, unreported) = self.slow_peers.entry(peer).or_insert((None, 0));
+        *unreported = unreported.saturating_add(dropped);
+        if last_warned.is_none_or(|at| now.duration_since(at) >= SLOW_PEER_WARN_INTERVAL) {
+            warn!(
+                peer = %peer,
+                dropped = *unreported,
+                "slow gossip peer: its send queue was full, messages to it were dropped"
+            );
+            *last_warned = Some(now);
+            *unreported = 0;
         }
     }
 

@@ -3,18 +3,18 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! network_stats {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// Live counters, shared between the network task and readers (`Arc<NetworkStats>`).
         /// Every field only grows, except `peers_connected`, a gauge.
         #[derive(Debug, Default)]
         pub struct NetworkStats {
-            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
+            $($(#[doc = $doc])* pub(crate) $name: AtomicU64,)*
         }
 
         /// A copy of [`NetworkStats`] at one instant.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct NetworkStatsSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
         }
 
         impl NetworkStats {
@@ -23,6 +23,15 @@ macro_rules! network_stats {
                 NetworkStatsSnapshot {
                     $($name: self.$name.load(Ordering::Relaxed),)*
                 }
+            }
+
+            /// Every counter as `(name, help, value)`, for the metrics exporter.
+            pub fn entries(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((
+                    stringify!($name),
+                    concat!($($doc),*),
+                    self.$name.load(Ordering::Relaxed),
+                ),)*]
             }
         }
     };
@@ -43,6 +52,9 @@ network_stats! {
     gossip_ignored,
     /// Gossip messages published by this node.
     gossip_published,
+    /// Gossip messages (ours or forwarded) gossipsub could not queue for a peer because that
+    /// peer's send queue was full: the peer reads slower than we send.
+    gossip_send_dropped,
     /// Inbound sync requests delivered to the application.
     sync_requests_received,
     /// Inbound sync requests dropped because `max_pending_sync_requests` were waiting.

@@ -70,6 +70,8 @@ pub fn test_config(p2p_port: u16, metrics_port: u16, bootnodes: Vec<String>) -> 
     // Port 0: the server binds a free port and reports it (no bind-and-release race).
     config.rpc.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.consensus.block_interval_ms = 100;
+    // Empty blocks at the block interval: tests wait for heights.
+    config.consensus.empty_block_interval_ms = Some(100);
     config.consensus.view_timeout_ms = 1_500;
     config.consensus.view_timeout_max_ms = 6_000;
     config
@@ -90,6 +92,7 @@ pub fn options(
 ) -> NodeOptions {
     let mut driver = DriverConfig {
         block_interval_ms: config.consensus.block_interval_ms,
+        empty_block_interval_ms: config.consensus.empty_block_interval(),
         ..DriverConfig::default()
     };
     driver.status_interval = Duration::from_millis(500);
