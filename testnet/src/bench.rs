@@ -376,6 +376,13 @@ impl Context {
     }
 }
 
+/// How often a submission that failed in transport is sent again, and how long apart: 20 ×
+/// 500 ms covers a node's restart.
+const TRANSPORT_RETRIES: usize = 20;
+const TRANSPORT_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Wait before the finality follower reconnects to a node that went away.
+const FOLLOWER_RECONNECT_DELAY: Duration = Duration::from_millis(300);
+
 /// What the follower saw: the instant each transaction hash became final, and the hashes seen
 /// final more than once.
 #[derive(Default)]
@@ -458,36 +465,61 @@ async fn run_once(ctx: &Context, rate: f64, duration: Duration) -> Result<BenchR
         txs.push((a % ctx.nodes.len(), tx));
     }
 
-    // Follow finality on the first node.
+    // Follow finality on the first node. The testnet may restart that node mid-run (the
+    // `restart-all` scenario runs this load): reconnect and resume from the next height, so
+    // blocks finalized meanwhile are replayed rather than missed.
     let ws_url = ctx.nodes[0].rpc.replacen("http://", "ws://", 1);
     let ws = Client::ws(&ws_url, &config)
         .await
         .map_err(|err| rpc_error(&ctx.nodes[0], &err))?;
-    let mut subscription = ws
+    let subscription = ws
         .subscribe_blocks(None)
         .await
         .map_err(|err| rpc_error(&ctx.nodes[0], &err))?;
     let finality = Arc::new(Mutex::new(Finality::default()));
     let follower_finality = Arc::clone(&finality);
     let follower = tokio::spawn(async move {
-        while let Some(event) = subscription.next().await {
-            let Ok(BlockEvent::Block { height, header, .. }) = event else {
-                // Lagged or undecodable: the subscription ends; the run reports what it saw.
-                break;
+        let mut connection = Some((ws, subscription));
+        let mut next_height: Option<u64> = None;
+        loop {
+            let (ws, mut subscription) = match connection.take() {
+                Some(open) => open,
+                None => {
+                    tokio::time::sleep(FOLLOWER_RECONNECT_DELAY).await;
+                    let Ok(ws) = Client::ws(&ws_url, &config).await else {
+                        continue;
+                    };
+                    let Ok(subscription) = ws.subscribe_blocks(next_height).await else {
+                        continue;
+                    };
+                    (ws, subscription)
+                }
             };
-            if header.tx_count == 0 {
-                continue;
-            }
-            let now = Instant::now();
-            let Ok(block) = ws.block(BlockRef::Height(height), false).await else {
-                continue;
-            };
-            let mut seen = follower_finality
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for hash in block.tx_hashes {
-                if seen.at.insert(hash, now).is_some() {
-                    seen.repeated.insert(hash);
+            while let Some(event) = subscription.next().await {
+                let (height, header) = match event {
+                    Ok(BlockEvent::Block { height, header, .. }) => (height, header),
+                    Ok(BlockEvent::Lagged { resume_from_height }) => {
+                        next_height = Some(resume_from_height);
+                        break;
+                    }
+                    // Undecodable: resubscribe from the next height.
+                    Err(_) => break,
+                };
+                next_height = Some(height.saturating_add(1));
+                if header.tx_count == 0 {
+                    continue;
+                }
+                let now = Instant::now();
+                let Ok(block) = ws.block(BlockRef::Height(height), false).await else {
+                    continue;
+                };
+                let mut seen = follower_finality
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for hash in block.tx_hashes {
+                    if seen.at.insert(hash, now).is_some() {
+                        seen.repeated.insert(hash);
+                    }
                 }
             }
         }
@@ -519,7 +551,18 @@ async fn run_once(ctx: &Context, rate: f64, duration: Duration) -> Result<BenchR
             let outcomes = Arc::clone(&outcomes);
             tasks.spawn(async move {
                 let at = Instant::now();
-                let result = client.send_transaction(&tx).await;
+                // A request that failed in transport may or may not have arrived (the node may
+                // be restarting): send the same bytes again, which the mempool answers with
+                // the same hash and never executes twice. Skipping the nonce instead would
+                // leave every later transaction of the account waiting forever.
+                let mut result = client.send_transaction(&tx).await;
+                for _ in 0..TRANSPORT_RETRIES {
+                    if !matches!(result, Err(ClientError::Transport(_))) {
+                        break;
+                    }
+                    tokio::time::sleep(TRANSPORT_RETRY_DELAY).await;
+                    result = client.send_transaction(&tx).await;
+                }
                 drop(permit);
                 let outcome = Outcome {
                     hash: tx.hash(),
