@@ -363,7 +363,6 @@ impl Driver {
     /// Re-admits the transactions clients submitted here before a restart and gossips them
     /// again; those the chain has overtaken (included, nonce used) leave the journal.
     async fn recover_transactions(&mut self) -> Result<(), DriverError> {
-        let storage = |err: mesh_ledger::storage::StoreError| DriverError::Storage(err.to_string());
         let tx_bytes_max = self.chain.context().params.tx_bytes_max as usize;
         let txs = self.tx_journal.load(tx_bytes_max).map_err(storage)?;
         if txs.is_empty() {
@@ -376,7 +375,7 @@ impl Driver {
             let account = self
                 .chain
                 .committed_account(&stx.tx.sender)
-                .map_err(|err| DriverError::Storage(err.to_string()))?;
+                .map_err(fatal)?;
             match self.mempool.insert(stx.clone(), &account) {
                 Ok(Admitted::New(_)) => self.tx_outbox.push(stx),
                 Ok(Admitted::Known(_)) => {}
@@ -399,7 +398,6 @@ impl Driver {
     async fn recover_journal(&mut self) -> Result<(), DriverError> {
         let head = self.chain.head().height;
         let finalized_view = self.consensus.finalized().view.0;
-        let storage = |err: mesh_ledger::storage::StoreError| DriverError::Storage(err.to_string());
         let blocks = self.journal.load(head).map_err(storage)?;
         let certificates = self
             .journal
@@ -871,7 +869,7 @@ impl Driver {
             });
         self.tx_journal
             .forget(&committed.tx_hashes)
-            .map_err(|err| DriverError::Storage(err.to_string()))?;
+            .map_err(storage)?;
         self.sync.target = self.sync.target.max(height);
         self.reannounce_pending_txs().await;
         self.journal
@@ -1206,5 +1204,9 @@ fn judge(rejection: &Rejection) -> (&'static str, Validation) {
 }
 
 fn fatal(err: ChainError) -> DriverError {
+    DriverError::Storage(err.to_string())
+}
+
+fn storage(err: mesh_ledger::storage::StoreError) -> DriverError {
     DriverError::Storage(err.to_string())
 }
