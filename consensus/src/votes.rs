@@ -420,8 +420,8 @@ impl Consensus {
     /// through the network (n² deliveries, most of the traffic of a 16-validator committee).
     /// Only the leaders of the next two views relay theirs: the next leader needs the
     /// certificate to propose anyway, and the one after covers a crashed next leader. Every other
-    /// path that spreads certificates stays (timeouts re-send them, votes from a view we left are
-    /// answered with the certificate that closed it), and those paths carry liveness.
+    /// path that spreads certificates stays (timeouts re-send them, a nullify vote for a view we
+    /// left is answered with the certificate that closed it), and those paths carry liveness.
     fn relays(&self, view: View, origin: Origin) -> bool {
         match origin {
             Origin::Received => true,

@@ -27,7 +27,6 @@ use tokio::sync::{watch, Mutex};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::network::{NetworkHandle, NetworkStats, PeerId};
 
@@ -286,31 +285,23 @@ impl Metrics {
 }
 
 /// The network task's counters ([`NetworkStats`]), read at each scrape as
-/// `mesh_network_<counter>_total` (and `mesh_network_peers_connected`, a gauge; the registry
-/// adds the `mesh_` prefix): the network task counts with atomics and never waits for the
-/// exporter.
+/// `mesh_network_<counter>_total` (the registry adds the `mesh_` prefix): the network task
+/// counts with atomics and never waits for the exporter. Its `peers_connected` gauge is left
+/// out: `mesh_peers` already reports it.
 #[derive(Debug)]
 pub struct NetworkCollector(pub Arc<NetworkStats>);
 
 impl Collector for NetworkCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (name, help, value) in self.0.entries() {
-            let help = help.trim();
             if name == "peers_connected" {
-                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-                let metric = encoder.encode_descriptor(
-                    "network_peers_connected",
-                    help,
-                    None,
-                    gauge.metric_type(),
-                )?;
-                gauge.encode(metric)?;
-            } else {
-                let counter = ConstCounter::new(value);
-                let name = format!("network_{name}");
-                let metric = encoder.encode_descriptor(&name, help, None, counter.metric_type())?;
-                counter.encode(metric)?;
+                continue;
             }
+            let counter = ConstCounter::new(value);
+            let name = format!("network_{name}");
+            let metric =
+                encoder.encode_descriptor(&name, help.trim(), None, counter.metric_type())?;
+            counter.encode(metric)?;
         }
         Ok(())
     }
