@@ -76,6 +76,16 @@ const RPC_FIELDS: &[(&str, &str)] = &[
     ("response_body_bytes_max", "rpc.response_body_bytes_max"),
     ("batch_len_max", "rpc.batch_len_max"),
     ("connections_max", "rpc.connections_max"),
+    ("connections_per_ip_max", "rpc.connections_per_ip_max"),
+    ("calls_per_connection_max", "rpc.calls_per_connection_max"),
+    ("header_timeout_ms", "rpc.header_timeout_ms"),
+    ("body_timeout_ms", "rpc.body_timeout_ms"),
+    ("idle_timeout_ms", "rpc.idle_timeout_ms"),
+    ("write_stall_timeout_ms", "rpc.write_stall_timeout_ms"),
+    ("admission_threads", "rpc.admission_threads"),
+    ("admission_queue_max", "rpc.admission_queue_max"),
+    ("storage_reads_max", "rpc.storage_reads_max"),
+    ("storage_queue_max", "rpc.storage_queue_max"),
     (
         "subscriptions_per_connection_max",
         "rpc.subscriptions_per_connection_max",
@@ -362,12 +372,36 @@ request_body_bytes_max = {rpc_request_max}
 response_body_bytes_max = {rpc_response_max}
 # Most calls in one JSON-RPC batch; 0 disables batches. Longer batches are refused whole.
 batch_len_max = {rpc_batch_max}
-# Most simultaneous connections, HTTP and WebSocket together.
+# Most open sockets, HTTP and WebSocket together, idle keep-alive ones included; more are
+# answered 503 and closed.
 connections_max = {rpc_connections_max}
+# Most open sockets from one IP address (never more than connections_max); more are answered
+# 503 and closed.
+connections_per_ip_max = {rpc_per_ip_max}
+# Most calls running at once on one connection (pipelined WebSocket calls, HTTP/2 streams);
+# more are answered at once with code 1203 "busy". A batch's calls run concurrently within it.
+calls_per_connection_max = {rpc_calls_max}
 # Most subscriptions one WebSocket connection may hold.
 subscriptions_per_connection_max = {rpc_subscriptions_max}
 # Messages buffered per WebSocket connection before sends wait.
 connection_buffer_messages = {rpc_buffer}
+# Longest wait for a request's headers (ms).
+header_timeout_ms = {rpc_header_timeout}
+# Longest wait for a whole request body (ms); a body that never ends is answered 408.
+body_timeout_ms = {rpc_body_timeout}
+# A connection silent this long while none of its calls runs is closed (ms); WebSockets are
+# pinged every half of it and closed when no pong comes.
+idle_timeout_ms = {rpc_idle_timeout}
+# A connection that reads nothing the server writes for this long is closed (ms); while a
+# write waits, nothing more is read from it.
+write_stall_timeout_ms = {rpc_write_stall}
+# Threads checking submitted transactions (size, chain, fee, signature) off the consensus
+# path, and submissions that may wait for them; more are answered 1203 "busy".
+admission_threads = {rpc_admission_threads}
+admission_queue_max = {rpc_admission_queue}
+# Storage reads running at once, and reads that may wait; more are answered 1203 "busy".
+storage_reads_max = {rpc_storage_reads}
+storage_queue_max = {rpc_storage_queue}
 # Browser origins allowed (CORS): "disabled", "any_origin" or {{ origins = ["https://app.example"] }}.
 cors = {rpc_cors}
 # Largest transaction the API accepts, encoded bytes, checked before decoding (the chain's own
@@ -431,6 +465,16 @@ max_clock_drift_ms = {drift}
             rpc_response_max = self.rpc.response_body_bytes_max,
             rpc_batch_max = self.rpc.batch_len_max,
             rpc_connections_max = self.rpc.connections_max,
+            rpc_per_ip_max = self.rpc.connections_per_ip_max,
+            rpc_calls_max = self.rpc.calls_per_connection_max,
+            rpc_header_timeout = self.rpc.header_timeout_ms,
+            rpc_body_timeout = self.rpc.body_timeout_ms,
+            rpc_idle_timeout = self.rpc.idle_timeout_ms,
+            rpc_write_stall = self.rpc.write_stall_timeout_ms,
+            rpc_admission_threads = self.rpc.admission_threads,
+            rpc_admission_queue = self.rpc.admission_queue_max,
+            rpc_storage_reads = self.rpc.storage_reads_max,
+            rpc_storage_queue = self.rpc.storage_queue_max,
             rpc_subscriptions_max = self.rpc.subscriptions_per_connection_max,
             rpc_buffer = self.rpc.connection_buffer_messages,
             rpc_cors = cors_toml(&self.rpc.cors),

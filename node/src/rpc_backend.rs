@@ -1,23 +1,29 @@
 //! The node behind the JSON-RPC API: [`mesh_rpc::Backend`] over a [`NodeHandle`].
 //!
-//! Reads go to RocksDB on tokio's blocking pool (`spawn_blocking`), never on the async workers;
-//! submissions and pending-transaction look-ups go through the driver's command mailbox. Every
+//! Reads go to RocksDB on tokio's blocking pool (`spawn_blocking`), never on the async workers,
+//! through a [`BoundedPool`]: at most `storage_reads_max` at once and `storage_queue_max`
+//! waiting, so a subscription storm cannot grow the blocking pool to hundreds of threads.
+//! Submissions are checked off the consensus path first — size against the chain's limit,
+//! chain id, fee floor, signature — on a second bounded pool (`admission_threads`,
+//! `admission_queue_max`), so a flood of bad signatures costs RPC threads and never the
+//! driver's loop; only transactions that pass reach the driver's command mailbox. Every
 //! failure becomes an [`ApiError`] — storage failures are `internal`, a stopped node is
-//! `unavailable` — and nothing here panics on what a client sends.
+//! `unavailable`, a full queue is `busy` — and nothing here panics on what a client sends.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use mesh_ledger::state::StateError;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
-    Account, Address, Block, BlockHeader, Receipt, SignedTransaction, TxHash, ValidatorSet,
+    Account, Address, Block, BlockHeader, Params, Receipt, SignedTransaction, TxHash, ValidatorSet,
 };
 use mesh_rpc::types::{MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus};
 use mesh_rpc::{
     ApiError, Backend, BlockRef, DroppedTx, FinalityRecord, FinalizedEvent, KeyValue, StateRead,
     TxLookup,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 
 use crate::driver::MempoolLookup;
 use crate::mempool::MempoolError;
@@ -27,6 +33,75 @@ use crate::wire;
 /// The `version` `mesh_status` reports.
 pub const NODE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Blocking work with a bound on what runs and on what waits: at most `running` closures on
+/// tokio's blocking pool at once, at most `queue_max` callers waiting for a turn; a caller
+/// past that is answered `busy` at once.
+#[derive(Debug)]
+pub struct BoundedPool {
+    what: &'static str,
+    running: Arc<Semaphore>,
+    waiting: AtomicU32,
+    queue_max: u32,
+}
+
+/// One waiting caller, counted until it runs or gives up.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BoundedPool {
+    /// A pool named `what` in its `busy` errors.
+    pub fn new(what: &'static str, running: u32, queue_max: u32) -> BoundedPool {
+        BoundedPool {
+            what,
+            running: Arc::new(Semaphore::new(running.max(1) as usize)),
+            waiting: AtomicU32::new(0),
+            queue_max,
+        }
+    }
+
+    /// Runs `work` on the blocking pool when a slot is free.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let queue_max = self.queue_max;
+        let queued = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting < queue_max).then_some(waiting + 1)
+            });
+        if queued.is_err() {
+            return Err(ApiError::Busy {
+                what: self.what.into(),
+                limit: u64::from(queue_max),
+            });
+        }
+        let waiting = Waiting(&self.waiting);
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Unavailable {
+                detail: "the node is shutting down".into(),
+            })?;
+        drop(waiting);
+        // The permit moves into the closure: a caller that gives up does not free a slot
+        // while its work still runs.
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|err| ApiError::internal(format!("{} task failed: {err}", self.what)))
+    }
+}
+
 /// The node as the API sees it.
 #[derive(Debug, Clone)]
 pub struct NodeBackend {
@@ -35,17 +110,44 @@ pub struct NodeBackend {
     version: String,
     mempool_max_txs: u64,
     mempool_max_bytes: u64,
+    chain_id: Arc<str>,
+    params: Arc<Params>,
+    admission: Arc<BoundedPool>,
+    storage: Arc<BoundedPool>,
+}
+
+/// The bounds of a [`NodeBackend`]'s work, from `[rpc]`.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendLimits {
+    pub admission_threads: u32,
+    pub admission_queue_max: u32,
+    pub storage_reads_max: u32,
+    pub storage_queue_max: u32,
+}
+
+impl BackendLimits {
+    /// The bounds `config` sets.
+    pub fn of(config: &mesh_rpc::RpcServerConfig) -> BackendLimits {
+        BackendLimits {
+            admission_threads: config.admission_threads,
+            admission_queue_max: config.admission_queue_max,
+            storage_reads_max: config.storage_reads_max,
+            storage_queue_max: config.storage_queue_max,
+        }
+    }
 }
 
 impl NodeBackend {
     /// A backend over a running node. `validators` is the chain's validator set (the genesis
     /// set: the set does not change); `mempool_max_*` are the mempool's capacities, reported by
-    /// `mesh_mempool`.
+    /// `mesh_mempool`; `chain_id` and `params` are the chain's, checked at admission.
     pub fn new(
         handle: NodeHandle,
         validators: ValidatorSet,
         mempool_max_txs: usize,
         mempool_max_bytes: usize,
+        chain: (&str, &Params),
+        limits: BackendLimits,
     ) -> NodeBackend {
         NodeBackend {
             handle,
@@ -53,20 +155,52 @@ impl NodeBackend {
             version: NODE_VERSION.to_owned(),
             mempool_max_txs: u64::try_from(mempool_max_txs).unwrap_or(u64::MAX),
             mempool_max_bytes: u64::try_from(mempool_max_bytes).unwrap_or(u64::MAX),
+            chain_id: Arc::from(chain.0),
+            params: Arc::new(chain.1.clone()),
+            admission: Arc::new(BoundedPool::new(
+                "admission_queue",
+                limits.admission_threads,
+                limits.admission_queue_max,
+            )),
+            storage: Arc::new(BoundedPool::new(
+                "storage_queue",
+                limits.storage_reads_max,
+                limits.storage_queue_max,
+            )),
         }
     }
 
-    /// Runs a storage read on the blocking pool.
+    /// Runs a storage read on the bounded blocking pool.
     async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = Arc::clone(self.handle.store());
-        match tokio::task::spawn_blocking(move || read(&store)).await {
-            Ok(result) => result.map_err(store_error),
-            Err(err) => Err(ApiError::internal(format!("storage read failed: {err}"))),
-        }
+        self.storage
+            .run(move || read(&store))
+            .await?
+            .map_err(store_error)
+    }
+
+    /// The checks that need no state — size against the chain's limit, chain id, fee floor,
+    /// key and value sizes — then the signature, on the admission pool. The transaction and
+    /// its hash when it passes.
+    async fn admit_stateless(
+        &self,
+        tx: SignedTransaction,
+    ) -> Result<(SignedTransaction, TxHash), ApiError> {
+        let chain_id = Arc::clone(&self.chain_id);
+        let params = Arc::clone(&self.params);
+        self.admission
+            .run(move || {
+                let encoded = tx.encode();
+                tx.check_stateless_sized(encoded.len(), &chain_id, &params)?;
+                tx.verify_signature()?;
+                Ok::<_, mesh_ledger::tx::TxError>((tx, TxHash::of(&encoded)))
+            })
+            .await?
+            .map_err(ApiError::from)
     }
 }
 
@@ -149,7 +283,8 @@ impl Backend for NodeBackend {
     }
 
     async fn submit(&self, tx: SignedTransaction) -> Result<TxHash, ApiError> {
-        let hash = tx.hash();
+        // Refused here, a bad transaction never reaches the driver's loop.
+        let (tx, hash) = self.admit_stateless(tx).await?;
         // Already final: the same bytes again are answered with the same hash, and never
         // reach the nonce check (which would call them `nonce_too_low`).
         if self

@@ -23,7 +23,7 @@ use crate::keys::{self, KeyError};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::{self, Metrics};
 use crate::network::{Keypair, Multiaddr, Network, NetworkConfig, NetworkError, NetworkHandle};
-use crate::rpc_backend::NodeBackend;
+use crate::rpc_backend::{BackendLimits, NodeBackend};
 use mesh_rpc::{DroppedTx, FinalizedEvent, RpcServerHandle, StartError};
 
 /// Why a node could not start or stopped.
@@ -424,8 +424,19 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         },
     );
     let driver = tokio::spawn(driver.run());
-    let backend = NodeBackend::new(handle.clone(), validator_set, mempool_max.0, mempool_max.1);
-    let rpc = match mesh_rpc::start(config.rpc.clone(), Arc::new(backend)).await {
+    let backend = NodeBackend::new(
+        handle.clone(),
+        validator_set,
+        mempool_max.0,
+        mempool_max.1,
+        (&genesis.chain_id, &genesis.params),
+        BackendLimits::of(&config.rpc),
+    );
+    // The API refuses transactions over the chain's own limit before decoding them, not only
+    // over the ledger's ceiling.
+    let mut rpc_config = config.rpc.clone();
+    rpc_config.tx_bytes_max = rpc_config.tx_bytes_max.min(genesis.params.tx_bytes_max);
+    let rpc = match mesh_rpc::start(rpc_config, Arc::new(backend)).await {
         Ok(rpc) => rpc,
         Err(err) => {
             // Undo the start: the driver finishes its step, the network closes.

@@ -592,6 +592,24 @@ ready_peers_min = 0
     let message = err("[rpc]\nrequest_body_bytes_max = 2000");
     assert!(message.contains("rpc.request_body_bytes_max"), "{message}");
     assert!(err("[rpc]\ncors = \"everyone\"").contains("cors"));
+    // The socket, connection and admission bounds (issue 21) are checked by name too.
+    for (toml, key) in [
+        ("[rpc]\nidle_timeout_ms = 10", "rpc.idle_timeout_ms"),
+        (
+            "[rpc]\nconnections_per_ip_max = 0",
+            "rpc.connections_per_ip_max",
+        ),
+        (
+            "[rpc]\ncalls_per_connection_max = 0",
+            "rpc.calls_per_connection_max",
+        ),
+        ("[rpc]\nbody_timeout_ms = 0", "rpc.body_timeout_ms"),
+        ("[rpc]\nadmission_threads = 0", "rpc.admission_threads"),
+        ("[rpc]\nstorage_queue_max = 0", "rpc.storage_queue_max"),
+    ] {
+        let message = err(toml);
+        assert!(message.contains(key), "{toml}: {message}");
+    }
 }
 
 /// A client waiting for a transaction that the mempool lets go (here: replaced by a higher
@@ -643,5 +661,142 @@ async fn a_waiter_learns_that_its_transaction_was_replaced() {
         }
         other => panic!("expected a drop notice, got {other:?}"),
     }
+    node.stop().await.unwrap();
+}
+
+/// A raw WebSocket to `addr`, handshake done (for a pipelined flood no typed client sends).
+async fn raw_websocket(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// A masked WebSocket text frame (zero mask key).
+fn ws_frame(payload: &str) -> Vec<u8> {
+    let payload = payload.as_bytes();
+    let mut frame = vec![0x81u8];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The text frames the server sends, until `count` arrived or `timeout`.
+async fn ws_texts(
+    stream: &mut tokio::net::TcpStream,
+    count: usize,
+    timeout: Duration,
+) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + timeout;
+    let mut texts = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while pending.len() >= 2 {
+            let (len, header) = match pending[1] & 0x7f {
+                126 if pending.len() >= 4 => {
+                    (usize::from(u16::from_be_bytes([pending[2], pending[3]])), 4)
+                }
+                126 | 127 => break,
+                len => (usize::from(len), 2),
+            };
+            if pending.len() < header + len {
+                break;
+            }
+            if pending[0] & 0x0f == 1 {
+                texts.push(String::from_utf8_lossy(&pending[header..header + len]).into_owned());
+            }
+            pending.drain(..header + len);
+        }
+        if texts.len() >= count {
+            return texts;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buf[..n]),
+            _ => return texts,
+        }
+    }
+}
+
+/// Issue 21: bad signatures pipelined on one WebSocket used to be verified on the driver's
+/// loop and stall finality; now they are refused on the RPC's admission pool (or answered
+/// `busy` past the connection's bound) while the chain keeps finalizing and a normal client is
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_signature_flood_on_one_websocket_does_not_stall_finality() {
+    use tokio::io::AsyncWriteExt;
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_validator(&testnet, dir.path(), &testnet.validators[0], vec![]).await;
+    let rpc = client(&node);
+    let start = wait_rpc_height(&rpc, 1).await;
+    let recipient = SecretKey::from_seed([6; 32]).address();
+    let mut forged = transfer(&testnet, 0, recipient, 1);
+    forged.tx.fee = 11;
+    let forged = mesh_ledger::bytes::to_hex(&forged.encode());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = stop.clone();
+    let mut ws = raw_websocket(node.rpc_addr()).await;
+    let flood = tokio::spawn(async move {
+        let mut rounds = 0u32;
+        let mut refused = 0usize;
+        while !flooding.load(std::sync::atomic::Ordering::Relaxed) && rounds < 1000 {
+            let mut burst = Vec::new();
+            for id in 0..500 {
+                burst.extend(ws_frame(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_sendTransaction","params":["{forged}"]}}"#
+                )));
+            }
+            ws.write_all(&burst).await.unwrap();
+            let answers = ws_texts(&mut ws, 500, LIMIT).await;
+            assert_eq!(answers.len(), 500, "every call is answered");
+            for answer in &answers {
+                let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+                let code = response["error"]["code"].as_i64();
+                assert!(
+                    code == Some(i64::from(mesh_rpc::error::INVALID_SIGNATURE))
+                        || code == Some(i64::from(mesh_rpc::error::BUSY)),
+                    "{response}"
+                );
+                if code == Some(i64::from(mesh_rpc::error::INVALID_SIGNATURE)) {
+                    refused += 1;
+                }
+            }
+            rounds += 1;
+        }
+        refused
+    });
+    // Twenty blocks are finalized, and a normal client is answered, while the flood goes on.
+    let reached = wait_rpc_height(&rpc, start + 20).await;
+    assert!(reached >= start + 20);
+    assert!(!flood.is_finished(), "the flood must still be running");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused = tokio::time::timeout(LIMIT, flood)
+        .await
+        .expect("the flood ends")
+        .expect("the flood's answers are all errors it expects");
+    assert!(refused > 0, "bad signatures are refused as such");
     node.stop().await.unwrap();
 }

@@ -71,6 +71,10 @@ pub const RANGE_TOO_LARGE: i32 = 1103;
 pub const TIMEOUT: i32 = 1201;
 /// The node cannot serve the request now (starting, shutting down, catching up).
 pub const UNAVAILABLE: i32 = 1202;
+/// A bound of the server is reached (calls running on this connection, transactions waiting
+/// for admission, storage reads waiting, connections); `data.what` names it. Retry later, or
+/// send fewer requests at once.
+pub const BUSY: i32 = 1203;
 
 /// Every error the API raises itself (jsonrpsee raises the transport-level ones: parse error,
 /// invalid request, method not found, oversized body or batch, too many subscriptions).
@@ -215,6 +219,14 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// A bound of the server is reached; nothing was done. Retry later or send fewer at once.
+    #[error("server busy: {what} is at its limit of {limit}")]
+    Busy {
+        /// Which bound: `calls_per_connection`, `admission_queue`, `storage_queue`.
+        what: String,
+        /// The bound.
+        limit: u64,
+    },
     /// The node failed internally (storage error…). Reported, never hidden.
     #[error("internal error: {detail}")]
     Internal {
@@ -244,6 +256,7 @@ impl ApiError {
             ApiError::RangeTooLarge { .. } => RANGE_TOO_LARGE,
             ApiError::Timeout { .. } => TIMEOUT,
             ApiError::Unavailable { .. } => UNAVAILABLE,
+            ApiError::Busy { .. } => BUSY,
             ApiError::Internal { .. } => INTERNAL_ERROR,
         }
     }

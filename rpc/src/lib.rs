@@ -36,11 +36,14 @@
 //! ```
 
 pub mod backend;
+mod call_limits;
 pub mod client;
 pub mod error;
 mod health;
+mod http_limits;
 mod methods;
 pub mod server;
+mod socket;
 pub mod types;
 pub mod verify;
 

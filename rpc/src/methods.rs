@@ -13,6 +13,7 @@ use mesh_ledger::state::StateProof;
 use mesh_ledger::{Address, Hash, Receipt, SignedTransaction, TxHash};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -65,27 +66,33 @@ impl<B: Backend> Api<B> {
 
 /// Positional parameters (`"params": [...]`). Object-form parameters are refused: one form,
 /// documented, is easier to get right than two.
-struct Args(Vec<Value>);
+///
+/// Each parameter is kept as its JSON text and deserialized into its typed value only when
+/// asked for, after its length is checked where a limit applies: a params array is never
+/// turned into a `serde_json::Value` tree (several times the size of its text), and an array
+/// longer than the method takes is refused at the first extra element.
+struct Args(Vec<Box<RawValue>>);
 
 impl Args {
     fn parse(params: &Params<'_>, max: usize) -> Result<Args, ApiError> {
         let Some(text) = params.as_str() else {
             return Ok(Args(Vec::new()));
         };
-        let value: Value =
-            serde_json::from_str(text).map_err(|err| ApiError::invalid_param("params", err))?;
-        match value {
-            Value::Array(items) if items.len() <= max.min(PARAMS_MAX) => Ok(Args(items)),
-            Value::Array(items) => Err(ApiError::invalid_param(
-                "params",
-                format!("{} parameters, at most {max} expected", items.len()),
-            )),
-            Value::Null => Ok(Args(Vec::new())),
-            _ => Err(ApiError::invalid_param(
-                "params",
-                "parameters must be a JSON array (positional)",
-            )),
+        let max = max.min(PARAMS_MAX);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let items = serde::de::Deserializer::deserialize_any(&mut deserializer, Positional { max })
+            .map_err(|err| ApiError::invalid_param("params", err))?;
+        match items {
+            Ok(items) => Ok(Args(items)),
+            Err(refusal) => Err(ApiError::invalid_param("params", refusal)),
         }
+    }
+
+    fn raw(&self, index: usize) -> Option<&RawValue> {
+        self.0
+            .get(index)
+            .map(|raw| &**raw)
+            .filter(|raw| raw.get() != "null")
     }
 
     /// The parameter at `index`; absent or `null` gives `None`.
@@ -94,9 +101,9 @@ impl Args {
         index: usize,
         name: &str,
     ) -> Result<Option<T>, ApiError> {
-        match self.0.get(index) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => T::deserialize(value)
+        match self.raw(index) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get())
                 .map(Some)
                 .map_err(|err| ApiError::invalid_param(name, err)),
         }
@@ -107,8 +114,20 @@ impl Args {
             .ok_or_else(|| ApiError::invalid_param(name, "missing"))
     }
 
+    /// The JSON text length of the parameter at `index` (0 when absent).
+    fn text_len(&self, index: usize) -> usize {
+        self.raw(index).map_or(0, |raw| raw.get().len())
+    }
+
     /// A `0x`-hex parameter of at most `max` bytes.
     fn hex(&self, index: usize, name: &str, max: usize) -> Result<Option<Vec<u8>>, ApiError> {
+        // Quotes and `0x` aside, two digits a byte: refuse before copying the text.
+        if self.text_len(index).saturating_sub(4) / 2 > max {
+            return Err(ApiError::invalid_param(
+                name,
+                format!("longer than {max} bytes; no key can be"),
+            ));
+        }
         let Some(text) = self.optional::<String>(index, name)? else {
             return Ok(None);
         };
@@ -121,6 +140,71 @@ impl Args {
         parse_hex_strict(&text)
             .map(Some)
             .map_err(|err| ApiError::invalid_param(name, err))
+    }
+}
+
+/// Reads a params array element by element, as raw JSON texts, refusing more than `max`.
+struct Positional {
+    max: usize,
+}
+
+impl<'de> serde::de::Visitor<'de> for Positional {
+    /// The parameters, or why they are refused.
+    type Value = Result<Vec<Box<RawValue>>, String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of parameters")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        let mut count = 0usize;
+        while count < self.max {
+            match seq.next_element::<Box<RawValue>>()? {
+                Some(item) => items.push(item),
+                None => return Ok(Ok(items)),
+            }
+            count += 1;
+        }
+        // Past the limit: count the rest without keeping (or copying) any of it.
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        if count > self.max {
+            return Ok(Err(format!(
+                "{count} parameters, at most {} expected",
+                self.max
+            )));
+        }
+        Ok(Ok(items))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Ok(Vec::new()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Err("parameters must be a JSON array (positional)".into()))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err("parameters must be a JSON array (positional)".into()))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err("parameters must be a JSON array (positional)".into()))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err("parameters must be a JSON array (positional)".into()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err("parameters must be a JSON array (positional)".into()))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err("parameters must be a JSON array (positional)".into()))
     }
 }
 
@@ -204,8 +288,17 @@ pub(crate) fn module<B: Backend>(api: Api<B>) -> Result<RpcModule<Api<B>>, Regis
 // Transactions
 
 fn decode_tx(config: &RpcServerConfig, args: &Args) -> Result<SignedTransaction, ApiError> {
-    let text: String = args.required(0, "tx")?;
     let max = config.tx_bytes_max as usize;
+    // Refuse by the JSON text's length (quotes and `0x` aside) before copying it.
+    let digits = args.text_len(0).saturating_sub(4);
+    if digits / 2 > max {
+        return Err(ApiError::TooLarge {
+            what: "transaction".into(),
+            len: (digits / 2) as u64,
+            max: max as u64,
+        });
+    }
+    let text: String = args.required(0, "tx")?;
     // Refuse oversized hex before decoding it.
     let digits = text.len().saturating_sub(2);
     if digits / 2 > max {
@@ -336,6 +429,14 @@ async fn get_receipt<B: Backend>(api: Api<B>, args: Args) -> Result<Option<Recei
 // Blocks
 
 fn parse_block_ref(args: &Args) -> Result<BlockRef, ApiError> {
+    // A hash in quotes is 68 characters; anything much longer is no block reference, and is
+    // refused before it becomes a `Value`.
+    if args.text_len(0) > 80 {
+        return Err(ApiError::invalid_param(
+            "block",
+            "expected a height, \"latest\" or a 0x block hash",
+        ));
+    }
     let value: Value = args.optional(0, "block")?.unwrap_or(Value::Null);
     match &value {
         Value::Null => Ok(BlockRef::Latest),

@@ -5,13 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonrpsee_server::{BatchRequestConfig, RpcModule, ServerBuilder, ServerConfig, ServerHandle};
+use jsonrpsee_server::middleware::rpc::RpcServiceBuilder;
+use jsonrpsee_server::{
+    stop_channel, BatchRequestConfig, Methods, PingConfig, RpcModule, ServerBuilder, ServerConfig,
+    ServerHandle,
+};
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::backend::Backend;
+use crate::call_limits::CallLimits;
 use crate::health::HealthLayer;
+use crate::http_limits::RequestLimitsLayer;
 use crate::methods;
+use crate::socket::{self, SocketLimits};
 
 /// Which browser origins may call the API (CORS). In TOML: `cors = "disabled"`,
 /// `cors = "any_origin"` or `cors = { origins = ["https://app.example"] }`.
@@ -48,13 +56,45 @@ pub struct RpcServerConfig {
     /// Most calls in one batch; 0 disables batches. Default 100. Larger batches are refused
     /// whole with code -32010. (jsonrpsee's own default is unlimited.)
     pub batch_len_max: u32,
-    /// Most simultaneous connections (HTTP and WebSocket together). Default 256.
+    /// Most open sockets, HTTP and WebSocket together, idle keep-alive ones included: counted
+    /// from accept to close. A connection over the limit is answered `503` and closed.
+    /// Default 256.
     pub connections_max: u32,
+    /// Most open sockets from one IP address (at most `connections_max` whatever this says). A
+    /// connection over the limit is answered `503` and closed. Default 64.
+    pub connections_per_ip_max: u32,
+    /// Most calls running at once on one connection (a WebSocket's pipelined calls, an HTTP/2
+    /// connection's streams); more are answered at once with code 1203 `busy`. Default 64.
+    pub calls_per_connection_max: u32,
     /// Most subscriptions one WebSocket connection may hold. Default 64; more fail with code
     /// -32006.
     pub subscriptions_per_connection_max: u32,
-    /// Messages buffered per WebSocket connection before sends wait. Default 1024.
+    /// Messages buffered per WebSocket connection before sends wait. Default 64.
     pub connection_buffer_messages: u32,
+    /// Longest wait for a request's headers, ms, from the connection's first byte or the end
+    /// of the previous request. Default 10 s.
+    pub header_timeout_ms: u64,
+    /// Longest wait for a whole request body, ms, from the end of its headers: a body that
+    /// never ends is answered `408` and the connection closed. Default 30 s.
+    pub body_timeout_ms: u64,
+    /// A connection that sends nothing for this long while none of its calls runs is closed,
+    /// ms. WebSocket connections are pinged every half of it and closed when the pong does not
+    /// come. Default 60 s.
+    pub idle_timeout_ms: u64,
+    /// A connection that takes none of the bytes the server writes for this long is closed,
+    /// ms; while a write waits, nothing more is read from it. Default 20 s.
+    pub write_stall_timeout_ms: u64,
+    /// Threads checking submitted transactions (stateless checks and signature) off the
+    /// consensus path. Default 2.
+    pub admission_threads: u32,
+    /// Submissions waiting for an admission thread; more are answered with code 1203 `busy`.
+    /// Default 1024.
+    pub admission_queue_max: u32,
+    /// Storage reads running at once on the blocking pool. Default 16.
+    pub storage_reads_max: u32,
+    /// Storage reads waiting for a slot; more are answered with code 1203 `busy`.
+    /// Default 1024.
+    pub storage_queue_max: u32,
     /// Browser origins allowed. Default: none.
     pub cors: CorsPolicy,
     /// Largest transaction accepted, encoded bytes, checked before decoding. Default: the
@@ -89,8 +129,18 @@ impl Default for RpcServerConfig {
             response_body_bytes_max: 32 << 20,
             batch_len_max: 100,
             connections_max: 256,
+            connections_per_ip_max: 64,
+            calls_per_connection_max: 64,
             subscriptions_per_connection_max: 64,
-            connection_buffer_messages: 1024,
+            connection_buffer_messages: 64,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            write_stall_timeout_ms: 20_000,
+            admission_threads: 2,
+            admission_queue_max: 1024,
+            storage_reads_max: 16,
+            storage_queue_max: 1024,
             cors: CorsPolicy::Disabled,
             tx_bytes_max: mesh_ledger::limits::TX_BYTES_CEILING,
             wait_default_ms: 30_000,
@@ -154,8 +204,37 @@ impl RpcServerConfig {
         if self.connections_max == 0 {
             return invalid("connections_max", "must be at least 1");
         }
+        if self.connections_per_ip_max == 0 {
+            return invalid("connections_per_ip_max", "must be at least 1");
+        }
+        if self.calls_per_connection_max == 0 {
+            return invalid("calls_per_connection_max", "must be at least 1");
+        }
         if self.connection_buffer_messages == 0 {
             return invalid("connection_buffer_messages", "must be at least 1");
+        }
+        for (field, ms) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("write_stall_timeout_ms", self.write_stall_timeout_ms),
+        ] {
+            if ms == 0 {
+                return invalid(field, "must be at least 1");
+            }
+        }
+        // Pings go out every half of it: shorter than a second would be mostly pings.
+        if self.idle_timeout_ms < 1000 {
+            return invalid("idle_timeout_ms", "must be at least 1000");
+        }
+        for (field, count) in [
+            ("admission_threads", self.admission_threads),
+            ("admission_queue_max", self.admission_queue_max),
+            ("storage_reads_max", self.storage_reads_max),
+            ("storage_queue_max", self.storage_queue_max),
+        ] {
+            if count == 0 {
+                return invalid(field, "must be at least 1");
+            }
         }
         if self.list_keys_default == 0 || self.list_keys_default > self.list_keys_max {
             return invalid("list_keys_default", "must be in 1..=list_keys_max");
@@ -224,6 +303,11 @@ impl RpcServerHandle {
 
 /// Starts the server on `addr` (use `127.0.0.1:0` for a free port) with `config`, answering
 /// from `backend`. Must be called within a tokio runtime; the server runs on it until stopped.
+///
+/// The accept loop is ours ([`crate::socket`]): it counts sockets, not requests, per server
+/// and per address, and times out idle and stalled connections; each connection is then
+/// jsonrpsee's, with our HTTP middleware (CORS, health, body and id checks) and RPC middleware
+/// (calls per connection, concurrent batches).
 pub async fn start<B: Backend>(
     config: RpcServerConfig,
     backend: Arc<B>,
@@ -238,26 +322,65 @@ pub async fn start<B: Backend>(
         0 => BatchRequestConfig::Disabled,
         len => BatchRequestConfig::Limit(len),
     };
+    let idle_timeout = millis(config.idle_timeout_ms);
+    // A WebSocket is pinged every half idle timeout, so a live one is never idle, and closed
+    // when no pong came within the idle timeout (a half-open connection).
+    let ping = PingConfig::new()
+        .ping_interval(idle_timeout / 2)
+        .inactive_limit(idle_timeout)
+        .max_failures(1);
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.request_body_bytes_max)
         .max_response_body_size(config.response_body_bytes_max)
-        .max_connections(config.connections_max)
+        // jsonrpsee counts HTTP requests in flight and WebSocket connections against this;
+        // sockets are bounded by our accept loop, so this never binds before it does.
+        .max_connections(
+            config
+                .connections_max
+                .saturating_mul(config.calls_per_connection_max),
+        )
         .max_subscriptions_per_connection(config.subscriptions_per_connection_max)
         .set_batch_request_config(batch)
         .set_message_buffer_capacity(config.connection_buffer_messages)
+        .enable_ws_ping(ping)
         .build();
     let http_middleware = tower::ServiceBuilder::new()
         .layer(cors)
-        .layer(HealthLayer::new(api));
-    let server = ServerBuilder::with_config(server_config)
+        .layer(HealthLayer::new(api))
+        .layer(RequestLimitsLayer::new(
+            config.request_body_bytes_max,
+            millis(config.body_timeout_ms),
+        ));
+    let response_bytes_max = config.response_body_bytes_max as usize;
+    let rpc_middleware = RpcServiceBuilder::new()
+        .layer_fn(move |service| CallLimits::new(service, response_bytes_max));
+    let service_builder = ServerBuilder::with_config(server_config)
         .set_http_middleware(http_middleware)
-        .build(addr)
+        .set_rpc_middleware(rpc_middleware)
+        .to_service_builder();
+    let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    let local_addr = server
+    let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let handle = server.start(module);
+    let (stop, handle) = stop_channel();
+    let methods: Methods = module.into();
+    let limits = SocketLimits {
+        connections_max: config.connections_max,
+        connections_per_ip_max: config.connections_per_ip_max,
+        calls_per_connection_max: config.calls_per_connection_max,
+        header_timeout: millis(config.header_timeout_ms),
+        idle_timeout,
+        write_stall_timeout: millis(config.write_stall_timeout_ms),
+    };
+    let connection_stop = stop.clone();
+    let make_service = move || {
+        service_builder
+            .clone()
+            .build(methods.clone(), connection_stop.clone())
+    };
+    tokio::spawn(socket::serve(listener, make_service, stop, limits));
     tracing::info!(%local_addr, "JSON-RPC server listening (HTTP and WebSocket)");
     Ok(RpcServerHandle { handle, local_addr })
 }

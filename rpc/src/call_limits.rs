@@ -1,0 +1,144 @@
+//! Per-connection call bounds, as jsonrpsee RPC middleware: at most `calls_per_connection_max`
+//! calls run at once on one connection (more are answered at once with code 1203 `busy`, so a
+//! pipelining client learns to slow down and nothing waits in memory), and the calls of a
+//! batch run concurrently within that bound rather than one after another.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::Either;
+use futures::StreamExt;
+use jsonrpsee_core::server::{BatchResponseBuilder, MethodResponse};
+use jsonrpsee_server::middleware::rpc::{Batch, BatchEntry, Notification, Request, RpcServiceT};
+use jsonrpsee_types::ErrorObjectOwned;
+
+use crate::error::ApiError;
+use crate::socket::{CallGuard, Connection};
+
+/// Wraps jsonrpsee's RPC service.
+#[derive(Debug, Clone)]
+pub(crate) struct CallLimits<S> {
+    inner: Arc<S>,
+    response_bytes_max: usize,
+}
+
+impl<S> CallLimits<S> {
+    pub(crate) fn new(inner: S, response_bytes_max: usize) -> CallLimits<S> {
+        CallLimits {
+            inner: Arc::new(inner),
+            response_bytes_max,
+        }
+    }
+}
+
+fn busy(limit: u32) -> ErrorObjectOwned {
+    ErrorObjectOwned::from(ApiError::Busy {
+        what: "calls_per_connection".into(),
+        limit: u64::from(limit),
+    })
+}
+
+/// Starts a call on the request's connection: `Ok(None)` when the request has no connection
+/// (called in-process), `Err` with the limit when the connection is at it.
+fn start_call(extensions: &http::Extensions) -> Result<Option<CallGuard>, u32> {
+    match extensions.get::<Connection>() {
+        None => Ok(None),
+        Some(connection) => connection
+            .0
+            .try_start_call()
+            .map(Some)
+            .ok_or(connection.0.calls_max()),
+    }
+}
+
+impl<S> RpcServiceT for CallLimits<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        match start_call(request.extensions()) {
+            Err(limit) => Either::Left(std::future::ready(MethodResponse::error(
+                request.id,
+                busy(limit),
+            ))),
+            Ok(guard) => {
+                let inner = Arc::clone(&self.inner);
+                Either::Right(async move {
+                    let response = inner.call(request).await;
+                    drop(guard);
+                    response
+                })
+            }
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = Arc::clone(&self.inner);
+        let response_bytes_max = self.response_bytes_max;
+        async move {
+            let entries: Vec<_> = batch.into_iter().collect();
+            // The batch as a whole is one call of its connection; its entries share the
+            // connection's bound.
+            let extensions = entries
+                .iter()
+                .find_map(|entry| entry.as_ref().ok().map(|entry| entry.extensions().clone()))
+                .unwrap_or_default();
+            let concurrency = match extensions.get::<Connection>() {
+                Some(connection) => connection.0.calls_max() as usize,
+                None => 1,
+            };
+            let _guard = match start_call(&extensions) {
+                Ok(guard) => guard,
+                Err(limit) => return MethodResponse::error(jsonrpsee_types::Id::Null, busy(limit)),
+            };
+            let mut got_notification = false;
+            let mut calls = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match entry {
+                    Ok(BatchEntry::Call(request)) => {
+                        calls.push(Either::Left(inner.call(request)));
+                    }
+                    Ok(BatchEntry::Notification(notification)) => {
+                        got_notification = true;
+                        let _ = inner.notification(notification).await;
+                    }
+                    Err(err) => {
+                        let (err, id) = err.into_parts();
+                        calls.push(Either::Right(std::future::ready(MethodResponse::error(
+                            id, err,
+                        ))));
+                    }
+                }
+            }
+            let mut responses = futures::stream::iter(calls).buffered(concurrency.max(1));
+            let mut builder = BatchResponseBuilder::new_with_limit(response_bytes_max);
+            while let Some(response) = responses.next().await {
+                if let Err(too_big) = builder.append(response) {
+                    return too_big;
+                }
+            }
+            if builder.is_empty() && got_notification {
+                MethodResponse::notification()
+            } else {
+                MethodResponse::from_batch(builder.finish())
+            }
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        notification: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.notification(notification)
+    }
+}
