@@ -376,8 +376,9 @@ batch_len_max = {rpc_batch_max}
 # answered 503 and closed.
 connections_max = {rpc_connections_max}
 # Most open sockets from one IP address (never more than connections_max); more are answered
-# 503 and closed.
-connections_per_ip_max = {rpc_per_ip_max}
+# 503 and closed. Unset: {per_ip_loopback} when listen_addr is a loopback address (local clients
+# share it), {per_ip_exposed} anywhere else.
+{rpc_per_ip_max}
 # Most calls running at once on one connection (pipelined WebSocket calls, HTTP/2 streams);
 # more are answered at once with code 1203 "busy". A batch's calls run concurrently within it.
 calls_per_connection_max = {rpc_calls_max}
@@ -465,7 +466,15 @@ max_clock_drift_ms = {drift}
             rpc_response_max = self.rpc.response_body_bytes_max,
             rpc_batch_max = self.rpc.batch_len_max,
             rpc_connections_max = self.rpc.connections_max,
-            rpc_per_ip_max = self.rpc.connections_per_ip_max,
+            rpc_per_ip_max = match self.rpc.connections_per_ip_max {
+                Some(max) => format!("connections_per_ip_max = {max}"),
+                None => format!(
+                    "# connections_per_ip_max = {}",
+                    self.rpc.effective_connections_per_ip_max()
+                ),
+            },
+            per_ip_loopback = mesh_rpc::PER_IP_MAX_LOOPBACK,
+            per_ip_exposed = mesh_rpc::PER_IP_MAX_EXPOSED,
             rpc_calls_max = self.rpc.calls_per_connection_max,
             rpc_header_timeout = self.rpc.header_timeout_ms,
             rpc_body_timeout = self.rpc.body_timeout_ms,

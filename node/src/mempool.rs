@@ -40,6 +40,39 @@ impl Default for MempoolConfig {
     }
 }
 
+/// A transaction whose stateless checks and signature passed where it was submitted (the
+/// RPC's admission pool), so the driver's loop admits it with the stateful checks alone and
+/// never spends a signature check on a client's behalf. Only [`CheckedTx::check`] makes one.
+#[derive(Debug, Clone)]
+pub struct CheckedTx {
+    tx: SignedTransaction,
+    hash: TxHash,
+    encoded_len: usize,
+}
+
+impl CheckedTx {
+    /// Runs the checks that need no state — size, chain id, fee floor, key and value sizes —
+    /// and then the signature.
+    pub fn check(tx: SignedTransaction, chain_id: &str, params: &Params) -> Result<Self, TxError> {
+        let encoded = tx.encode();
+        tx.check_stateless_sized(encoded.len(), chain_id, params)?;
+        tx.verify_signature()?;
+        Ok(CheckedTx {
+            hash: TxHash::of(&encoded),
+            encoded_len: encoded.len(),
+            tx,
+        })
+    }
+
+    pub fn hash(&self) -> TxHash {
+        self.hash
+    }
+
+    pub fn tx(&self) -> &SignedTransaction {
+        &self.tx
+    }
+}
+
 /// Why a transaction was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MempoolError {
@@ -208,6 +241,24 @@ impl Mempool {
         results
             .pop()
             .unwrap_or(Err(MempoolError::Invalid(TxError::InvalidSignature)))
+    }
+
+    /// Admits a transaction checked elsewhere ([`CheckedTx`]): the stateful checks only.
+    pub fn insert_checked(
+        &mut self,
+        checked: CheckedTx,
+        account: &Account,
+    ) -> Result<Admitted, MempoolError> {
+        let CheckedTx {
+            tx,
+            hash,
+            encoded_len,
+        } = checked;
+        if self.entries.contains_key(&hash) {
+            return Ok(Admitted::Known(hash));
+        }
+        self.remember(hash);
+        self.admit_verified(tx, hash, encoded_len, account)
     }
 
     /// Admits many transactions, verifying their signatures in one batch. `account_of` gives

@@ -26,7 +26,7 @@ use mesh_rpc::{
 use tokio::sync::{broadcast, Semaphore};
 
 use crate::driver::MempoolLookup;
-use crate::mempool::MempoolError;
+use crate::mempool::{CheckedTx, MempoolError};
 use crate::service::{NodeError, NodeHandle};
 use crate::wire;
 
@@ -186,19 +186,11 @@ impl NodeBackend {
     /// The checks that need no state — size against the chain's limit, chain id, fee floor,
     /// key and value sizes — then the signature, on the admission pool. The transaction and
     /// its hash when it passes.
-    async fn admit_stateless(
-        &self,
-        tx: SignedTransaction,
-    ) -> Result<(SignedTransaction, TxHash), ApiError> {
+    async fn admit_stateless(&self, tx: SignedTransaction) -> Result<CheckedTx, ApiError> {
         let chain_id = Arc::clone(&self.chain_id);
         let params = Arc::clone(&self.params);
         self.admission
-            .run(move || {
-                let encoded = tx.encode();
-                tx.check_stateless_sized(encoded.len(), &chain_id, &params)?;
-                tx.verify_signature()?;
-                Ok::<_, mesh_ledger::tx::TxError>((tx, TxHash::of(&encoded)))
-            })
+            .run(move || CheckedTx::check(tx, &chain_id, &params))
             .await?
             .map_err(ApiError::from)
     }
@@ -284,7 +276,8 @@ impl Backend for NodeBackend {
 
     async fn submit(&self, tx: SignedTransaction) -> Result<TxHash, ApiError> {
         // Refused here, a bad transaction never reaches the driver's loop.
-        let (tx, hash) = self.admit_stateless(tx).await?;
+        let checked = self.admit_stateless(tx).await?;
+        let hash = checked.hash();
         // Already final: the same bytes again are answered with the same hash, and never
         // reach the nonce check (which would call them `nonce_too_low`).
         if self
@@ -294,7 +287,12 @@ impl Backend for NodeBackend {
         {
             return Ok(hash);
         }
-        match self.handle.submit(tx).await.map_err(node_error)? {
+        match self
+            .handle
+            .submit_checked(checked)
+            .await
+            .map_err(node_error)?
+        {
             Ok(admitted) => Ok(admitted),
             Err(err @ MempoolError::NonceTooLow { .. }) => {
                 // It may have become final between the look-up and the admission.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mesh_consensus::{Consensus, Timeouts};
 use mesh_ledger::storage::{Store, StoreError};
-use mesh_ledger::{Genesis, SecretKey, SignedTransaction, TxHash};
+use mesh_ledger::{Genesis, Params, SecretKey, SignedTransaction, TxHash};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -20,7 +20,7 @@ use crate::driver::{
 };
 use crate::home::Home;
 use crate::keys::{self, KeyError};
-use crate::mempool::{Mempool, MempoolError};
+use crate::mempool::{CheckedTx, Mempool, MempoolError};
 use crate::metrics::{self, Metrics};
 use crate::network::{Keypair, Multiaddr, Network, NetworkConfig, NetworkError, NetworkHandle};
 use crate::rpc_backend::{BackendLimits, NodeBackend};
@@ -131,13 +131,29 @@ pub struct NodeHandle {
     dropped: broadcast::Sender<Arc<DroppedTx>>,
     store: Arc<Store>,
     network: NetworkHandle,
+    chain_id: Arc<str>,
+    params: Arc<Params>,
 }
 
 impl NodeHandle {
-    /// Admits a transaction to the mempool (and gossips it); its hash on success.
+    /// Checks a transaction (signature included) on the caller's task, then admits it to the
+    /// mempool and gossips it; its hash on success. A server with many clients checks on a
+    /// pool of its own and calls [`NodeHandle::submit_checked`].
     pub async fn submit(
         &self,
         tx: SignedTransaction,
+    ) -> Result<Result<TxHash, MempoolError>, NodeError> {
+        match CheckedTx::check(tx, &self.chain_id, &self.params) {
+            Ok(checked) => self.submit_checked(checked).await,
+            Err(err) => Ok(Err(MempoolError::Invalid(err))),
+        }
+    }
+
+    /// Admits a transaction checked elsewhere to the mempool (and gossips it): the driver
+    /// runs the stateful checks only.
+    pub async fn submit_checked(
+        &self,
+        tx: CheckedTx,
     ) -> Result<Result<TxHash, MempoolError>, NodeError> {
         let (reply, response) = oneshot::channel();
         self.commands
@@ -394,6 +410,8 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         dropped: dropped_tx.clone(),
         store: Arc::clone(&store),
         network: network.clone(),
+        chain_id: Arc::from(genesis.chain_id.as_str()),
+        params: Arc::new(genesis.params.clone()),
     };
     info!(
         moniker = %config.moniker,

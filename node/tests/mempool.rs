@@ -7,7 +7,7 @@
 
 use mesh_ledger::tx::TxError;
 use mesh_ledger::{Account, Address, Op, Params, SecretKey, SignedTransaction, Transaction};
-use mesh_node::mempool::{Admitted, Mempool, MempoolConfig, MempoolError};
+use mesh_node::mempool::{Admitted, CheckedTx, Mempool, MempoolConfig, MempoolError};
 
 const CHAIN: &str = "pool-test";
 
@@ -56,6 +56,48 @@ fn admits_once_and_knows_repeats() {
     );
     assert_eq!(pool.len(), 1);
     assert!(pool.recently_seen(&hash));
+}
+
+#[test]
+fn a_checked_transaction_is_admitted_with_the_stateful_checks_alone() {
+    let params = Params::default();
+    let mut forged = tx(1, 0, 5);
+    forged.tx.fee = 6;
+    assert_eq!(
+        CheckedTx::check(forged, CHAIN, &params).map(|c| c.hash()),
+        Err(TxError::InvalidSignature),
+        "no CheckedTx exists for a bad signature"
+    );
+    assert!(matches!(
+        CheckedTx::check(tx(1, 0, 5), "other-chain", &params),
+        Err(TxError::WrongChain { .. })
+    ));
+
+    let mut pool = pool(MempoolConfig::default());
+    let checked = CheckedTx::check(tx(1, 0, 5), CHAIN, &params).unwrap();
+    let hash = checked.hash();
+    assert_eq!(hash, tx(1, 0, 5).hash());
+    assert_eq!(
+        pool.insert_checked(checked.clone(), &rich()),
+        Ok(Admitted::New(hash))
+    );
+    assert_eq!(
+        pool.insert_checked(checked, &rich()),
+        Ok(Admitted::Known(hash))
+    );
+    assert!(pool.recently_seen(&hash));
+    // The stateful checks still apply.
+    let broke = Account {
+        balance: 1,
+        nonce: 0,
+    };
+    assert!(matches!(
+        pool.insert_checked(
+            CheckedTx::check(tx(2, 0, 5), CHAIN, &params).unwrap(),
+            &broke
+        ),
+        Err(MempoolError::InsufficientBalance { .. })
+    ));
 }
 
 #[test]

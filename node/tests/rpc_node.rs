@@ -17,7 +17,10 @@ use common::*;
 use mesh_ledger::{Op, ReceiptStatus, SecretKey, SignedTransaction, Transaction};
 use mesh_node::service::{self, RunningNode};
 use mesh_rpc::types::{NodeRole, ReadOptions, TxStatus};
-use mesh_rpc::{ApiError, BlockRef, Client, ClientConfig, ClientError, HttpTransport, TrustAnchor};
+use mesh_rpc::{
+    ApiError, BlockRef, Client, ClientConfig, ClientError, HttpTransport, TrustAnchor,
+    PER_IP_MAX_EXPOSED, PER_IP_MAX_LOOPBACK,
+};
 use tokio::time::{sleep, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -583,6 +586,30 @@ ready_peers_min = 0
             "{key} missing from the documented config"
         );
     }
+
+    // The per-address cap is stricter when the server listens beyond loopback, unless set.
+    assert!(documented.contains("\n# connections_per_ip_max = 64\n"));
+    let parsed = |toml: &str| Config::parse(toml, "config.toml").unwrap().rpc;
+    let loopback = parsed("[rpc]\nlisten_addr = \"127.0.0.1:30401\"");
+    assert_eq!(
+        loopback.effective_connections_per_ip_max(),
+        PER_IP_MAX_LOOPBACK
+    );
+    let exposed = parsed("[rpc]\nlisten_addr = \"0.0.0.0:30401\"");
+    assert_eq!(
+        exposed.effective_connections_per_ip_max(),
+        PER_IP_MAX_EXPOSED
+    );
+    const { assert!(PER_IP_MAX_EXPOSED < PER_IP_MAX_LOOPBACK) };
+    let chosen = parsed("[rpc]\nlisten_addr = \"0.0.0.0:30401\"\nconnections_per_ip_max = 40");
+    assert_eq!(chosen.effective_connections_per_ip_max(), 40);
+    let exposed_config = Config {
+        rpc: exposed,
+        ..Config::default()
+    };
+    assert!(exposed_config
+        .to_documented_toml()
+        .contains("\n# connections_per_ip_max = 16\n"));
 
     let err = |toml: &str| Config::parse(toml, "config.toml").unwrap_err().to_string();
     assert!(err("[rpc]\nsurprise = 1").contains("surprise"));

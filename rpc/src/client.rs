@@ -92,6 +92,11 @@ pub struct ClientConfig {
     pub request_bytes_max: u32,
     /// Largest answer, bytes. Default 32 MiB.
     pub response_bytes_max: u32,
+    /// Most HTTP requests in flight at once; more wait for a free slot. Each in-flight request
+    /// holds a socket, and a node refuses sockets past its per-address cap
+    /// (`connections_per_ip_max`, 64 on loopback) with `503`. Default 16, so a few clients on
+    /// one host (a bench, a checker, a wallet) fit under a node's cap together.
+    pub concurrent_requests_max: usize,
 }
 
 impl Default for ClientConfig {
@@ -100,6 +105,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(60),
             request_bytes_max: 4 << 20,
             response_bytes_max: 32 << 20,
+            concurrent_requests_max: 16,
         }
     }
 }
@@ -111,6 +117,7 @@ impl Client<HttpTransport> {
             .request_timeout(config.request_timeout)
             .max_request_size(config.request_bytes_max)
             .max_response_size(config.response_bytes_max)
+            .max_concurrent_requests(config.concurrent_requests_max.max(1))
             .build(url)?;
         Ok(Client { transport })
     }

@@ -53,6 +53,7 @@ pub use error::ApiError;
 pub use methods::Api;
 pub use server::{
     rpc_module, start, CorsPolicy, RpcServerConfig, RpcServerHandle, StartError, DEFAULT_RPC_PORT,
+    PER_IP_MAX_EXPOSED, PER_IP_MAX_LOOPBACK,
 };
 pub use types::FinalityRecord;
 pub use verify::{TrustAnchor, VerifyError};

@@ -38,6 +38,13 @@ pub enum CorsPolicy {
 /// Default port of the server (HTTP and WebSocket on one port).
 pub const DEFAULT_RPC_PORT: u16 = 30401;
 
+/// Default of `connections_per_ip_max` on a loopback address: every local client (a wallet, a
+/// bench, an explorer) shares 127.0.0.1.
+pub const PER_IP_MAX_LOOPBACK: u32 = 64;
+/// Default of `connections_per_ip_max` on any other address: one remote host gets a sixteenth
+/// of the default `connections_max`, so sixteen hosts are needed to fill the server.
+pub const PER_IP_MAX_EXPOSED: u32 = 16;
+
 /// Where the server listens and every bound it enforces, each with its default. It is the
 /// node's `config.toml` `[rpc]` section as it stands (serde defaults for missing fields,
 /// unknown fields refused).
@@ -61,8 +68,12 @@ pub struct RpcServerConfig {
     /// Default 256.
     pub connections_max: u32,
     /// Most open sockets from one IP address (at most `connections_max` whatever this says). A
-    /// connection over the limit is answered `503` and closed. Default 64.
-    pub connections_per_ip_max: u32,
+    /// connection over the limit is answered `503` and closed. Unset, it depends on where the
+    /// server listens: [`PER_IP_MAX_LOOPBACK`] on a loopback address, where every local client
+    /// shares one address, and the stricter [`PER_IP_MAX_EXPOSED`] anywhere else; see
+    /// [`RpcServerConfig::effective_connections_per_ip_max`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_per_ip_max: Option<u32>,
     /// Most calls running at once on one connection (a WebSocket's pipelined calls, an HTTP/2
     /// connection's streams); more are answered at once with code 1203 `busy`. Default 64.
     pub calls_per_connection_max: u32,
@@ -129,7 +140,7 @@ impl Default for RpcServerConfig {
             response_body_bytes_max: 32 << 20,
             batch_len_max: 100,
             connections_max: 256,
-            connections_per_ip_max: 64,
+            connections_per_ip_max: None,
             calls_per_connection_max: 64,
             subscriptions_per_connection_max: 64,
             connection_buffer_messages: 64,
@@ -181,6 +192,17 @@ pub enum StartError {
 }
 
 impl RpcServerConfig {
+    /// The per-address socket cap in force: the configured one, or the default for where the
+    /// server listens (loopback or exposed).
+    pub fn effective_connections_per_ip_max(&self) -> u32 {
+        self.connections_per_ip_max
+            .unwrap_or(if self.listen_addr.ip().is_loopback() {
+                PER_IP_MAX_LOOPBACK
+            } else {
+                PER_IP_MAX_EXPOSED
+            })
+    }
+
     /// Checks the relations between settings.
     pub fn validate(&self) -> Result<(), StartError> {
         let invalid = |field: &'static str, reason: &str| {
@@ -204,7 +226,7 @@ impl RpcServerConfig {
         if self.connections_max == 0 {
             return invalid("connections_max", "must be at least 1");
         }
-        if self.connections_per_ip_max == 0 {
+        if self.connections_per_ip_max == Some(0) {
             return invalid("connections_per_ip_max", "must be at least 1");
         }
         if self.calls_per_connection_max == 0 {
@@ -368,7 +390,7 @@ pub async fn start<B: Backend>(
     let methods: Methods = module.into();
     let limits = SocketLimits {
         connections_max: config.connections_max,
-        connections_per_ip_max: config.connections_per_ip_max,
+        connections_per_ip_max: config.effective_connections_per_ip_max(),
         calls_per_connection_max: config.calls_per_connection_max,
         header_timeout: millis(config.header_timeout_ms),
         idle_timeout,

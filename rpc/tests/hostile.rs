@@ -29,7 +29,7 @@ const ATTACKER_2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 fn hostile_config() -> RpcServerConfig {
     RpcServerConfig {
         connections_max: 16,
-        connections_per_ip_max: 8,
+        connections_per_ip_max: Some(8),
         calls_per_connection_max: 4,
         header_timeout_ms: 1_000,
         body_timeout_ms: 500,

@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::chain::{Chain, ChainError, Committed};
-use crate::mempool::{Admitted, Mempool, MempoolError};
+use crate::mempool::{Admitted, CheckedTx, Mempool, MempoolError};
 use crate::metrics::Metrics;
 use crate::network::{NetworkError, NetworkEvent, NetworkHandle, Topic, Validation};
 use crate::wire::{ConsensusEnvelope, TxGossip, WireError, TX_BATCH_MAX};
@@ -102,9 +102,9 @@ impl Default for DriverConfig {
 /// What clients (RPC, tests) ask of the driver.
 #[derive(Debug)]
 pub enum NodeCommand {
-    /// Admit a transaction to the mempool and gossip it.
+    /// Admit a transaction to the mempool and gossip it; its signature is already checked.
     SubmitTx {
-        tx: Box<SignedTransaction>,
+        tx: Box<CheckedTx>,
         reply: oneshot::Sender<Result<TxHash, MempoolError>>,
     },
     /// The transaction if it is pending in the mempool, or left it without being included.
@@ -1019,8 +1019,8 @@ impl Driver {
 
     async fn on_command(&mut self, command: NodeCommand) {
         match command {
-            NodeCommand::SubmitTx { tx, reply } => {
-                let account = match self.chain.committed_account(&tx.tx.sender) {
+            NodeCommand::SubmitTx { tx: checked, reply } => {
+                let account = match self.chain.committed_account(&checked.tx().tx.sender) {
                     Ok(account) => account,
                     Err(err) => {
                         // Dropping the reply tells the caller the node could not answer,
@@ -1029,7 +1029,8 @@ impl Driver {
                         return;
                     }
                 };
-                let result = self.mempool.insert(*tx.clone(), &account);
+                let tx = checked.tx().clone();
+                let result = self.mempool.insert_checked(*checked, &account);
                 if let Ok(Admitted::New(_)) = result {
                     self.metrics.txs_submitted.inc();
                     if let Err(err) = self.tx_journal.record(&tx) {
@@ -1037,7 +1038,7 @@ impl Driver {
                         error!(error = %err, "cannot journal a submitted transaction");
                     }
                     self.wake_waiting_build();
-                    self.tx_outbox.push(*tx);
+                    self.tx_outbox.push(tx);
                     if self.tx_outbox.len() >= TX_BATCH_MAX / 10 {
                         self.flush_txs().await;
                     } else if self.tx_flush_at.is_none() {
