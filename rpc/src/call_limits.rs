@@ -66,6 +66,18 @@ where
     type BatchResponse = MethodResponse;
 
     fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let closed = request
+            .extensions()
+            .get::<Connection>()
+            .filter(|connection| connection.0.answer_produced())
+            .map(|connection| connection.0.calls_max());
+        if let Some(limit) = closed {
+            // Closed: the answer has no one to go to, and the call is not run.
+            return Either::Left(std::future::ready(MethodResponse::error(
+                request.id,
+                busy(limit),
+            )));
+        }
         match start_call(request.extensions()) {
             Err(limit) => Either::Left(std::future::ready(MethodResponse::error(
                 request.id,

@@ -38,6 +38,11 @@ pub enum CorsPolicy {
 /// Default port of the server (HTTP and WebSocket on one port).
 pub const DEFAULT_RPC_PORT: u16 = 30401;
 
+/// Pipelined calls a connection may start beyond its buffer and its running calls before a
+/// byte of their answers is written; more, and the client is taken not to read (see
+/// `socket::ConnectionLoad`). Each waiting call holds its request.
+const UNWRITTEN_ANSWERS_BURST: u32 = 1024;
+
 /// Default of `connections_per_ip_max` on a loopback address: every local client (a wallet, a
 /// bench, an explorer) shares 127.0.0.1.
 pub const PER_IP_MAX_LOOPBACK: u32 = 64;
@@ -392,6 +397,12 @@ pub async fn start<B: Backend>(
         connections_max: config.connections_max,
         connections_per_ip_max: config.effective_connections_per_ip_max(),
         calls_per_connection_max: config.calls_per_connection_max,
+        // What the connection's buffer holds, one answer per call that may run, and a burst
+        // of pipelined calls read before the first answer could be written.
+        unwritten_answers_max: config
+            .connection_buffer_messages
+            .saturating_add(config.calls_per_connection_max)
+            .saturating_add(UNWRITTEN_ANSWERS_BURST),
         header_timeout: millis(config.header_timeout_ms),
         idle_timeout,
         write_stall_timeout: millis(config.write_stall_timeout_ms),

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -37,6 +37,9 @@ pub(crate) struct SocketLimits {
     pub(crate) connections_max: u32,
     pub(crate) connections_per_ip_max: u32,
     pub(crate) calls_per_connection_max: u32,
+    /// Most answers a connection may have produced and not yet begun to write; past it the
+    /// client is not reading and the connection is closed.
+    pub(crate) unwritten_answers_max: u32,
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
@@ -44,11 +47,21 @@ pub(crate) struct SocketLimits {
 
 /// What one connection is doing, shared by its socket, its HTTP requests and its calls: the
 /// socket is idle only when neither runs.
+///
+/// It also counts the answers produced since the socket last wrote a byte. jsonrpsee reads a
+/// WebSocket in a loop that spawns a task per message and never waits for one, so a client
+/// that pipelines calls and reads no answer would leave an unbounded number of tasks waiting
+/// to hand their answer to the connection's bounded buffer. Past `unwritten_answers_max` such
+/// answers the connection is closed: every waiting task then ends.
 #[derive(Debug)]
 pub(crate) struct ConnectionLoad {
     requests: AtomicU32,
     calls: AtomicU32,
     calls_max: u32,
+    unwritten_answers: AtomicU32,
+    unwritten_answers_max: u32,
+    closed: AtomicBool,
+    reader: Mutex<Option<Waker>>,
 }
 
 /// The request extension through which HTTP middleware and RPC middleware find their
@@ -57,12 +70,52 @@ pub(crate) struct ConnectionLoad {
 pub(crate) struct Connection(pub(crate) Arc<ConnectionLoad>);
 
 impl ConnectionLoad {
-    fn new(calls_max: u32) -> ConnectionLoad {
+    fn new(calls_max: u32, unwritten_answers_max: u32) -> ConnectionLoad {
         ConnectionLoad {
             requests: AtomicU32::new(0),
             calls: AtomicU32::new(0),
             calls_max,
+            unwritten_answers: AtomicU32::new(0),
+            unwritten_answers_max,
+            closed: AtomicBool::new(false),
+            reader: Mutex::new(None),
         }
+    }
+
+    /// Counts an answer about to be handed to the connection; closes the connection when too
+    /// many wait unwritten (the client does not read). True when the connection is closed.
+    pub(crate) fn answer_produced(&self) -> bool {
+        let unwritten = self.unwritten_answers.fetch_add(1, Ordering::AcqRel) + 1;
+        if unwritten > self.unwritten_answers_max && !self.closed.swap(true, Ordering::AcqRel) {
+            tracing::debug!(
+                unwritten,
+                "closing an RPC connection: the client does not read its answers"
+            );
+            let reader = self
+                .reader
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .take();
+            if let Some(reader) = reader {
+                reader.wake();
+            }
+        }
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn wrote_bytes(&self) {
+        self.unwritten_answers.store(0, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn park_reader(&self, waker: &Waker) {
+        *self
+            .reader
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(waker.clone());
     }
 
     fn busy(&self) -> bool {
@@ -259,6 +312,9 @@ impl AsyncRead for GuardedIo {
         if let Some(reason) = this.failed {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, reason)));
         }
+        if this.load.is_closed() {
+            return Poll::Ready(Err(this.fail("the client does not read its answers")));
+        }
         if this.stall.is_some() {
             // The peer does not read: read nothing more from it until it does (back-pressure),
             // or until the stall timeout closes it.
@@ -277,7 +333,11 @@ impl AsyncRead for GuardedIo {
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             Poll::Pending => loop {
                 match this.idle.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // Woken by a close for unread answers as well as by the socket.
+                        this.load.park_reader(cx.waker());
+                        return Poll::Pending;
+                    }
                     Poll::Ready(()) if this.load.busy() => {
                         // A call or request runs: silence is the client waiting for it.
                         let deadline = Instant::now() + this.idle_timeout;
@@ -302,6 +362,9 @@ impl AsyncWrite for GuardedIo {
         }
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(result) => {
+                if matches!(result, Ok(written) if written > 0) {
+                    this.load.wrote_bytes();
+                }
                 this.wrote();
                 Poll::Ready(result)
             }
@@ -370,7 +433,10 @@ pub(crate) async fn serve<S, F>(
             }
         };
         let _ = socket.set_nodelay(true);
-        let load = Arc::new(ConnectionLoad::new(limits.calls_per_connection_max));
+        let load = Arc::new(ConnectionLoad::new(
+            limits.calls_per_connection_max,
+            limits.unwritten_answers_max,
+        ));
         let io = GuardedIo::new(socket, Arc::clone(&load), slot, &limits);
         tokio::spawn(serve_connection(
             io,

@@ -428,17 +428,28 @@ async fn a_client_that_never_reads_is_closed_and_others_are_served() {
     let node = MockNode::new();
     let (_server, addr) = serve(&node, hostile_config()).await;
 
-    // Pipeline 20,000 calls on a connection with small buffers and read no answer.
+    // Pipeline up to 200,000 calls (12 MB) on a connection with small buffers and read no
+    // answer: the server must stop taking them long before (it stops reading, or closes the
+    // connection once more than its buffer and a burst of answers wait unwritten), since
+    // each call it takes holds memory until its answer is written.
     let mut ws = websocket(ATTACKER, addr, Some(4096)).await;
     let request = frame(r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#);
     let chunk: Vec<u8> = request.repeat(1000);
-    for _ in 0..20 {
+    let mut refused = false;
+    for _ in 0..200 {
         match tokio::time::timeout(Duration::from_secs(5), ws.write_all(&chunk)).await {
             Ok(Ok(())) => {}
             // The server stopped reading (back-pressure), or closed the connection.
-            Ok(Err(_)) | Err(_) => break,
+            Ok(Err(_)) | Err(_) => {
+                refused = true;
+                break;
+            }
         }
     }
+    assert!(
+        refused,
+        "the server took 200,000 calls whose answers were never read"
+    );
     // Another client is served meanwhile.
     assert!(served(addr).await);
     // Still reading nothing, the client finds its connection closed by the server: once the
