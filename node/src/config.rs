@@ -191,7 +191,10 @@ pub struct ConsensusSettings {
     /// the parent (CometBFT's `create_empty_blocks_interval`); a transaction that arrives
     /// meanwhile goes into a block at the block interval. At most `block_interval_ms` turns
     /// the wait off. Unset (configs written before it existed): see
-    /// [`ConsensusSettings::empty_block_interval`].
+    /// [`ConsensusSettings::empty_block_interval`]. (The field's own `default` makes a missing
+    /// key `None`; the struct's would make it `Default::default()`'s `Some(1000)`, which an
+    /// old testnet config's 1 s view timeout refuses.)
+    #[serde(default)]
     pub empty_block_interval_ms: Option<u64>,
     /// How long a view waits for a block before validators vote to skip it; doubles on each
     /// consecutive skipped view.

@@ -115,6 +115,20 @@ fn keys_new_and_show_agree() {
 }
 
 #[test]
+fn a_config_written_before_the_empty_block_interval_still_starts() {
+    // The consensus section of a testnet home written before `empty_block_interval_ms`
+    // existed (the 16-validator fixture's): a 1 s view timeout, which the 1 s default of new
+    // homes would not allow.
+    let old = "[consensus]\nblock_interval_ms = 200\nview_timeout_ms = 1000\nview_timeout_max_ms = 30000\n";
+    let config = Config::parse(old, "config.toml").expect("an old config stays valid");
+    assert_eq!(config.consensus.empty_block_interval_ms, None);
+    assert_eq!(config.consensus.empty_block_interval(), 500);
+    // Written back, the value in force is spelled out.
+    let again = Config::parse(&config.to_documented_toml(), "generated").unwrap();
+    assert_eq!(again.consensus.empty_block_interval(), 500);
+}
+
+#[test]
 fn bad_config_names_the_field() {
     let err = |toml: &str| Config::parse(toml, "config.toml").unwrap_err().to_string();
     assert!(
