@@ -245,7 +245,7 @@ impl Genesis {
         self.params.validate()?;
         let set = self.validator_set()?;
         let (min, max) = (self.params.min_validators, self.params.max_validators);
-        if set.len() < min as usize || set.len() > max as usize {
+        if !(min as usize..=max as usize).contains(&set.len()) {
             return Err(GenesisError::Invalid {
                 field: "validators",
                 reason: format!(
