@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mesh_ledger::block::{receipts_root, tx_root, PROTOCOL_VERSION};
-use mesh_ledger::execution::{execute_txs, ChainContext, ExecutedBlock};
+use mesh_ledger::execution::{execute_txs, expected_set_hashes, ChainContext, ExecutedBlock};
 use mesh_ledger::state::{compute_state_root, verify_account_proof};
 use mesh_ledger::storage::Store;
 use mesh_ledger::tx::verify_signatures;
@@ -103,6 +103,7 @@ impl Fixture {
                 .collect(),
             params: Params {
                 block_txs_max: 10_000,
+                min_validators: 1,
                 ..Params::default()
             },
         };
@@ -150,8 +151,17 @@ impl Fixture {
         let height = parent.height + 1;
         let proposer = key(u64::MAX).address();
         let tx_hashes: Vec<_> = txs.iter().map(SignedTransaction::hash).collect();
-        let (receipts, changes) =
-            execute_txs(&self.store, height, &proposer, &txs, &tx_hashes).unwrap();
+        let (receipts, changes) = execute_txs(
+            &self.store,
+            &self.ctx.params,
+            height,
+            &proposer,
+            &txs,
+            &tx_hashes,
+        )
+        .unwrap();
+        let (validator_set_hash, next_validator_set_hash) =
+            expected_set_hashes(&self.store, &self.ctx.params, height).unwrap();
         let (state_root, tree_nodes) = compute_state_root(&self.store, height, &changes).unwrap();
         let header = BlockHeader {
             version: PROTOCOL_VERSION,
@@ -164,7 +174,8 @@ impl Fixture {
             tx_root: tx_root(&tx_hashes),
             receipts_root: receipts_root(&receipts),
             state_root,
-            validator_set_hash: self.ctx.validator_set_hash,
+            validator_set_hash,
+            next_validator_set_hash,
         };
         let block = Block { header, txs };
         ExecutedBlock {

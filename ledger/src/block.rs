@@ -11,7 +11,9 @@ use crate::tx::{SignedTransaction, TxHash};
 ///
 /// 2: state tree nodes hashed with keyed blake3 (ADR 002); a version-1 chain's state roots
 /// differ, so its blocks are refused by version rather than by a state-root mismatch.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: `next_validator_set_hash`; both set hashes come from the state's epoch sets, and the
+/// state holds staking (ADR 003).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A block header. Its hash identifies the block: it commits to the transactions (`tx_root`),
 /// their outcomes (`receipts_root`) and the state after executing them (`state_root`).
@@ -30,8 +32,10 @@ pub struct BlockHeader {
     pub receipts_root: Hash,
     /// Root of the authenticated state after this block.
     pub state_root: Hash,
-    /// Hash of the validator set that finalizes this block.
+    /// Hash of the validator set that finalizes this block: `set(epoch(height))`.
     pub validator_set_hash: Hash,
+    /// Hash of the set of the next epoch, `set(epoch(height) + 1)`; equal across an epoch.
+    pub next_validator_set_hash: Hash,
 }
 
 impl BlockHeader {
@@ -74,11 +78,38 @@ pub struct Receipt {
 }
 
 /// Whether the operation took effect. Either way the nonce advanced and the fee was paid.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+///
+/// JSON: `{"status":"success"}` or `{"status":"failed","reason":{"kind":…},"code":1301}`,
+/// `code` being [`FailureReason::code`] when the reason has one (it is derived from the
+/// reason, so it is not part of the receipt's bytes, and decoding ignores it).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ReceiptStatus {
     Success,
     Failed { reason: FailureReason },
+}
+
+impl Serialize for ReceiptStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            ReceiptStatus::Success => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("status", "success")?;
+                map.end()
+            }
+            ReceiptStatus::Failed { reason } => {
+                let code = reason.code();
+                let mut map = serializer.serialize_map(Some(2 + usize::from(code.is_some())))?;
+                map.serialize_entry("status", "failed")?;
+                map.serialize_entry("reason", reason)?;
+                if let Some(code) = code {
+                    map.serialize_entry("code", &code)?;
+                }
+                map.end()
+            }
+        }
+    }
 }
 
 /// Why an operation failed after its transaction was accepted into a block.
@@ -92,6 +123,57 @@ pub enum FailureReason {
     BalanceOverflow,
     /// Delete of a key that is not set.
     KeyNotFound,
+    /// Delegating or unbonding from a key that is not a candidate.
+    UnknownValidator { validator: Address },
+    /// A self-bond registering with less than `min_bond`, or an unbond leaving a candidate a
+    /// total bond in `(0, min_bond)`.
+    BelowMinimumBond { bonded: u64, min_bond: u64 },
+    /// Registering a candidate while the stake table holds `candidates_max`.
+    ValidatorSetFull { candidates_max: u64 },
+    /// Unbonding more than the sender has bonded to that key.
+    InsufficientBond { bonded: u64, requested: u64 },
+    /// The cut computed on the stake table after the unbond would be empty.
+    WouldEmptySet,
+    /// That cut would have fewer than `min_validators` members.
+    BelowSafeSize { size: u64, min_validators: u64 },
+    /// The unbonding queue of the release epoch holds `UNBONDS_PER_EPOCH_MAX` entries.
+    UnbondingQueueFull { release_epoch: u64 },
+}
+
+impl FailureReason {
+    /// The stable error code of the reason in the RPC's code space (`docs/rpc.md`): the same
+    /// number a client gets when an admission check refuses a transaction for this reason.
+    /// Codes never change meaning. The two reasons that no admission check can foresee
+    /// (`balance_overflow`, `key_not_found`) have none.
+    pub fn code(&self) -> Option<i32> {
+        Some(match self {
+            FailureReason::InsufficientBalance { .. } => 1006,
+            FailureReason::BalanceOverflow | FailureReason::KeyNotFound => return None,
+            FailureReason::UnknownValidator { .. } => 1301,
+            FailureReason::BelowMinimumBond { .. } => 1302,
+            FailureReason::ValidatorSetFull { .. } => 1303,
+            FailureReason::InsufficientBond { .. } => 1304,
+            FailureReason::WouldEmptySet => 1305,
+            FailureReason::BelowSafeSize { .. } => 1306,
+            FailureReason::UnbondingQueueFull { .. } => 1307,
+        })
+    }
+
+    /// The snake-case name of the reason, as in JSON's `kind`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailureReason::InsufficientBalance { .. } => "insufficient_balance",
+            FailureReason::BalanceOverflow => "balance_overflow",
+            FailureReason::KeyNotFound => "key_not_found",
+            FailureReason::UnknownValidator { .. } => "unknown_validator",
+            FailureReason::BelowMinimumBond { .. } => "below_minimum_bond",
+            FailureReason::ValidatorSetFull { .. } => "validator_set_full",
+            FailureReason::InsufficientBond { .. } => "insufficient_bond",
+            FailureReason::WouldEmptySet => "would_empty_set",
+            FailureReason::BelowSafeSize { .. } => "below_safe_size",
+            FailureReason::UnbondingQueueFull { .. } => "unbonding_queue_full",
+        }
+    }
 }
 
 /// Domain tags for the binary Merkle trees over transactions and receipts (RFC 6962 shape:

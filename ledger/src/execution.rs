@@ -14,29 +14,53 @@ use crate::block::{
     self, Block, BlockHeader, FailureReason, Receipt, ReceiptStatus, PROTOCOL_VERSION,
 };
 use crate::crypto::{Address, Hash};
+use crate::encoding;
 use crate::genesis::{Genesis, GenesisError, Params};
+use crate::staking::{self, EpochStepError, StakeTable, StakingState, UnbondingQueue};
 use crate::state::{self, Account, StateChanges, StateError, StateKey, StateReader};
 use crate::tx::{self, Op, SignedTransaction, Transaction, TxError, TxHash};
+use crate::validator::ValidatorSet;
 use crate::HashMap;
 
-/// What execution needs to know about the chain besides state.
+/// What execution needs to know about the chain besides state. The validator sets are not
+/// here: they are state (`StateKey::EpochSet`), read from the parent's state for each block.
 #[derive(Debug, Clone)]
 pub struct ChainContext {
     pub chain_id: String,
     pub params: Params,
-    /// Hash of the validator set that must appear in the header.
-    pub validator_set_hash: Hash,
 }
 
 impl ChainContext {
     /// The context of a chain started from `genesis`.
     pub fn from_genesis(genesis: &Genesis) -> Result<ChainContext, GenesisError> {
+        genesis.params.validate()?;
         Ok(ChainContext {
             chain_id: genesis.chain_id.clone(),
             params: genesis.params.clone(),
-            validator_set_hash: genesis.validator_set()?.hash(),
         })
     }
+}
+
+/// The hashes a header at `height` must carry: of `set(epoch(height))` and of
+/// `set(epoch(height) + 1)`, read from the state after its parent. Each stored value is the
+/// canonical encoding of its set, so its hash is the set's hash.
+pub fn expected_set_hashes<S: StateReader + ?Sized>(
+    state: &S,
+    params: &Params,
+    height: u64,
+) -> Result<(Hash, Hash), StateError> {
+    let epoch = params.schedule().epoch_of(height);
+    let read = |epoch: u64| -> Result<Hash, StateError> {
+        state
+            .raw(&StateKey::EpochSet(epoch).encode())?
+            .map(|bytes| Hash::of(&bytes))
+            .ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "the validator set of epoch {epoch} is missing from the state before height {height}"
+                ))
+            })
+    };
+    Ok((read(epoch)?, read(epoch.saturating_add(1))?))
 }
 
 /// A block that has been validated and executed but not necessarily stored.
@@ -73,6 +97,10 @@ pub enum BlockError {
     TimestampBeforeParent { parent: u64, got: u64 },
     #[error("block validator-set hash {got} is not the expected {expected}")]
     WrongValidatorSet { expected: Hash, got: Hash },
+    #[error("block next-validator-set hash {got} is not the expected {expected}")]
+    WrongNextValidatorSet { expected: Hash, got: Hash },
+    #[error("the end-of-epoch step failed: {0}")]
+    EpochStep(EpochStepError),
     #[error("block has {count} transactions, more than the limit of {max}")]
     TooManyTxs { count: usize, max: u32 },
     #[error("block transactions are {bytes} bytes, more than the limit of {max}")]
@@ -145,6 +173,10 @@ struct WorkingState<'a, S> {
     /// Accounts read or written so far, each with whether this block changed it.
     accounts: HashMap<Address, (Account, bool)>,
     values: StateChanges,
+    /// The stake table once read, with whether this block changed it.
+    stake_table: Option<(StakeTable, bool)>,
+    /// Unbonding queues read so far, by release epoch, with whether this block changed them.
+    unbonding: std::collections::BTreeMap<u64, (UnbondingQueue, bool)>,
 }
 
 impl<'a, S: StateReader> WorkingState<'a, S> {
@@ -153,7 +185,49 @@ impl<'a, S: StateReader> WorkingState<'a, S> {
             base,
             accounts: HashMap::default(),
             values: StateChanges::new(),
+            stake_table: None,
+            unbonding: std::collections::BTreeMap::new(),
         }
+    }
+
+    fn raw(&self, encoded_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.values.get(encoded_key) {
+            Some(value) => Ok(value.clone()),
+            None => self.base.raw(encoded_key),
+        }
+    }
+
+    /// Removes an entry: a deletion if the base holds it, otherwise just forgets this block's
+    /// write (a deletion of a key the tree never held is not a change).
+    fn delete(&mut self, encoded_key: Vec<u8>) -> Result<(), StateError> {
+        if self.base.raw(&encoded_key)?.is_some() {
+            self.values.insert(encoded_key, None);
+        } else {
+            self.values.remove(&encoded_key);
+        }
+        Ok(())
+    }
+
+    fn load_stake_table(&mut self) -> Result<&mut (StakeTable, bool), StateError> {
+        if self.stake_table.is_none() {
+            self.stake_table = Some((staking::stake_table(self.base)?, false));
+        }
+        self.stake_table
+            .as_mut()
+            .ok_or_else(|| StateError::Corrupt("stake table cache".into()))
+    }
+
+    fn load_unbonding(
+        &mut self,
+        release_epoch: u64,
+    ) -> Result<&mut (UnbondingQueue, bool), StateError> {
+        if !self.unbonding.contains_key(&release_epoch) {
+            let queue = staking::unbonding_of(self.base, release_epoch)?;
+            self.unbonding.insert(release_epoch, (queue, false));
+        }
+        self.unbonding
+            .get_mut(&release_epoch)
+            .ok_or_else(|| StateError::Corrupt("unbonding cache".into()))
     }
 
     fn account(&mut self, address: &Address) -> Result<Account, StateError> {
@@ -189,21 +263,119 @@ impl<'a, S: StateReader> WorkingState<'a, S> {
 
     /// The block's writes. The accounts go in through a `BTreeMap`, so the map's order does
     /// not leak into them.
-    fn into_changes(mut self) -> StateChanges {
-        for (address, (account, changed)) in self.accounts {
+    fn into_changes(mut self) -> Result<StateChanges, StateError> {
+        for (address, (account, changed)) in std::mem::take(&mut self.accounts) {
             if changed {
                 self.values
                     .insert(StateKey::Account(address).encode(), Some(account.encode()));
             }
         }
-        self.values
+        if let Some((table, true)) = self.stake_table.take() {
+            self.values
+                .insert(StateKey::StakeTable.encode(), Some(table.encode()));
+        }
+        for (release_epoch, (queue, changed)) in std::mem::take(&mut self.unbonding) {
+            let key = StateKey::Unbonding { release_epoch }.encode();
+            match (changed, queue.entries.is_empty()) {
+                (false, _) => {}
+                (true, true) => self.delete(key)?,
+                (true, false) => {
+                    self.values.insert(key, Some(queue.encode()));
+                }
+            }
+        }
+        Ok(self.values)
     }
 }
 
-/// Executes `txs` in order against `state` for a block at `height` proposed by `proposer`.
-/// Assumes the transactions passed their stateless checks.
+impl<S: StateReader> StakingState for WorkingState<'_, S> {
+    fn account(&mut self, address: &Address) -> Result<Account, StateError> {
+        WorkingState::account(self, address)
+    }
+
+    fn set_account(&mut self, address: Address, account: Account) {
+        WorkingState::set_account(self, address, account);
+    }
+
+    fn stake_table(&mut self) -> Result<&StakeTable, StateError> {
+        Ok(&self.load_stake_table()?.0)
+    }
+
+    fn stake_table_mut(&mut self) -> Result<&mut StakeTable, StateError> {
+        let entry = self.load_stake_table()?;
+        entry.1 = true;
+        Ok(&mut entry.0)
+    }
+
+    fn bond(&mut self, validator: &Address, owner: &Address) -> Result<u64, StateError> {
+        let key = StateKey::Bond {
+            validator: *validator,
+            owner: *owner,
+        };
+        match self.raw(&key.encode())? {
+            Some(bytes) => staking::decode_amount(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    fn set_bond(
+        &mut self,
+        validator: Address,
+        owner: Address,
+        amount: u64,
+    ) -> Result<(), StateError> {
+        let key = StateKey::Bond { validator, owner }.encode();
+        if amount == 0 {
+            self.delete(key)
+        } else {
+            self.values.insert(key, Some(encoding::encode(&amount)));
+            Ok(())
+        }
+    }
+
+    fn unbonding(&mut self, release_epoch: u64) -> Result<&UnbondingQueue, StateError> {
+        Ok(&self.load_unbonding(release_epoch)?.0)
+    }
+
+    fn unbonding_mut(&mut self, release_epoch: u64) -> Result<&mut UnbondingQueue, StateError> {
+        let entry = self.load_unbonding(release_epoch)?;
+        entry.1 = true;
+        Ok(&mut entry.0)
+    }
+
+    fn set_epoch_set(&mut self, epoch: u64, set: Option<&ValidatorSet>) -> Result<(), StateError> {
+        let key = StateKey::EpochSet(epoch).encode();
+        match set {
+            Some(set) => {
+                self.values.insert(key, Some(encoding::encode(set)));
+                Ok(())
+            }
+            None => self.delete(key),
+        }
+    }
+}
+
+/// Runs the end-of-epoch step if `height` is a boundary (ADR 003 §1).
+fn end_of_block<S: StateReader>(
+    working: &mut WorkingState<'_, S>,
+    params: &Params,
+    height: u64,
+) -> Result<(), BlockError> {
+    if let Some(epoch) = staking::boundary_epoch(params, height) {
+        staking::end_epoch(working, params, epoch).map_err(|err| match err {
+            EpochStepError::State(err) => BlockError::State(err),
+            other => BlockError::EpochStep(other),
+        })?;
+    }
+    Ok(())
+}
+
+/// Executes `txs` in order against `state` for a block at `height` proposed by `proposer`, then
+/// the end-of-epoch step if `height` is a boundary. Assumes the transactions passed their
+/// stateless checks.
 pub fn execute_txs<S: StateReader>(
     state: &S,
+    params: &Params,
     height: u64,
     proposer: &Address,
     txs: &[SignedTransaction],
@@ -212,7 +384,7 @@ pub fn execute_txs<S: StateReader>(
     let mut working = WorkingState::new(state);
     let mut receipts = Vec::with_capacity(txs.len());
     for (index, (stx, tx_hash)) in txs.iter().zip(tx_hashes).enumerate() {
-        let status = execute_one(&mut working, proposer, &stx.tx, index)?;
+        let status = execute_one(&mut working, params, height, proposer, &stx.tx, index)?;
         receipts.push(Receipt {
             tx_hash: *tx_hash,
             height,
@@ -221,11 +393,14 @@ pub fn execute_txs<S: StateReader>(
             fee_charged: stx.tx.fee,
         });
     }
-    Ok((receipts, working.into_changes()))
+    end_of_block(&mut working, params, height)?;
+    Ok((receipts, working.into_changes()?))
 }
 
 fn execute_one<S: StateReader>(
     working: &mut WorkingState<'_, S>,
+    params: &Params,
+    height: u64,
     proposer: &Address,
     tx: &Transaction,
     index: usize,
@@ -304,7 +479,20 @@ fn execute_one<S: StateReader>(
                 }
             }
         }
+        Op::Bond { validator, amount } => status_of(staking::bond(
+            working, params, height, tx.sender, *validator, *amount,
+        )?),
+        Op::Unbond { validator, amount } => status_of(staking::unbond(
+            working, params, height, tx.sender, *validator, *amount,
+        )?),
     })
+}
+
+fn status_of(outcome: staking::Outcome) -> ReceiptStatus {
+    match outcome {
+        Ok(()) => ReceiptStatus::Success,
+        Err(reason) => ReceiptStatus::Failed { reason },
+    }
 }
 
 /// Checks everything about `block` that needs no state: header against parent and context,
@@ -345,12 +533,6 @@ pub fn check_block_stateless(
         return Err(BlockError::TimestampBeforeParent {
             parent: parent.timestamp_ms,
             got: header.timestamp_ms,
-        });
-    }
-    if header.validator_set_hash != ctx.validator_set_hash {
-        return Err(BlockError::WrongValidatorSet {
-            expected: ctx.validator_set_hash,
-            got: header.validator_set_hash,
         });
     }
     let params = &ctx.params;
@@ -403,8 +585,22 @@ pub fn apply_block<S: StateReader + TreeReader>(
 ) -> Result<ExecutedBlock, BlockError> {
     let tx_hashes = check_block_stateless(block, parent, ctx)?;
     let header = &block.header;
+    let (current, next) = expected_set_hashes(state, &ctx.params, header.height)?;
+    if header.validator_set_hash != current {
+        return Err(BlockError::WrongValidatorSet {
+            expected: current,
+            got: header.validator_set_hash,
+        });
+    }
+    if header.next_validator_set_hash != next {
+        return Err(BlockError::WrongNextValidatorSet {
+            expected: next,
+            got: header.next_validator_set_hash,
+        });
+    }
     let (receipts, changes) = execute_txs(
         state,
+        &ctx.params,
         header.height,
         &header.proposer,
         &block.txs,
@@ -483,7 +679,14 @@ pub fn build_block<S: StateReader + TreeReader>(
         }
         // execute_one refuses (nonce, fee) before it mutates anything, so a refused
         // transaction leaves the working state as it was.
-        match execute_one(&mut working, &proposer, &stx.tx, included.len()) {
+        match execute_one(
+            &mut working,
+            params,
+            height,
+            &proposer,
+            &stx.tx,
+            included.len(),
+        ) {
             Ok(status) => {
                 bytes += encoded.len() as u64;
                 receipts.push(Receipt {
@@ -503,7 +706,9 @@ pub fn build_block<S: StateReader + TreeReader>(
             }),
         }
     }
-    let changes = working.into_changes();
+    end_of_block(&mut working, params, height)?;
+    let changes = working.into_changes()?;
+    let (validator_set_hash, next_validator_set_hash) = expected_set_hashes(state, params, height)?;
     let (state_root, tree_nodes) = state::compute_state_root(state, height, &changes)?;
     let header = BlockHeader {
         version: PROTOCOL_VERSION,
@@ -516,7 +721,8 @@ pub fn build_block<S: StateReader + TreeReader>(
         tx_root: block::tx_root(&tx_hashes),
         receipts_root: block::receipts_root(&receipts),
         state_root,
-        validator_set_hash: ctx.validator_set_hash,
+        validator_set_hash,
+        next_validator_set_hash,
     };
     let block = Block {
         header,
@@ -541,7 +747,30 @@ pub fn genesis_block<R: TreeReader>(
     genesis: &Genesis,
 ) -> Result<ExecutedBlock, GenesisError> {
     genesis.validate()?;
+    let set = genesis.validator_set()?;
     let mut changes = StateChanges::new();
+    // Each genesis validator's power is its self-bond at height 0; set(0) = set(1) = the
+    // genesis set (ADR 003 §1, §2).
+    changes.insert(
+        StateKey::StakeTable.encode(),
+        Some(StakeTable::from_genesis(&set).encode()),
+    );
+    for validator in set.validators() {
+        changes.insert(
+            StateKey::Bond {
+                validator: validator.address,
+                owner: validator.address,
+            }
+            .encode(),
+            Some(encoding::encode(&validator.power)),
+        );
+    }
+    for epoch in [0, 1] {
+        changes.insert(
+            StateKey::EpochSet(epoch).encode(),
+            Some(encoding::encode(&set)),
+        );
+    }
     for account in &genesis.balances {
         let value = Account {
             balance: account.balance,
@@ -568,7 +797,8 @@ pub fn genesis_block<R: TreeReader>(
         tx_root: Hash::ZERO,
         receipts_root: Hash::ZERO,
         state_root,
-        validator_set_hash: genesis.validator_set()?.hash(),
+        validator_set_hash: set.hash(),
+        next_validator_set_hash: set.hash(),
     };
     let block = Block {
         header,

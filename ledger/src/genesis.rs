@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Address, Hash};
 use crate::encoding;
+use crate::epoch::EpochSchedule;
 use crate::limits::{
-    BLOCK_BYTES_CEILING, BLOCK_TXS_CEILING, CHAIN_ID_BYTES_MAX, GENESIS_ACCOUNTS_MAX,
-    GENESIS_JSON_BYTES_MAX, TX_BYTES_CEILING, TX_OVERHEAD_BYTES,
+    BLOCK_BYTES_CEILING, BLOCK_TXS_CEILING, CHAIN_ID_BYTES_MAX, EPOCH_BLOCKS_CEILING,
+    GENESIS_ACCOUNTS_MAX, GENESIS_JSON_BYTES_MAX, TX_BYTES_CEILING, TX_OVERHEAD_BYTES,
+    VALIDATORS_MAX,
 };
 use crate::validator::{Validator, ValidatorSet, ValidatorSetError};
 
@@ -30,6 +32,16 @@ pub struct Params {
     pub block_bytes_max: u64,
     /// Smallest fee a transaction may offer.
     pub fee_min: u64,
+    /// Heights per epoch; the validator set changes only between epochs (ADR 003 §1).
+    pub epoch_blocks: u64,
+    /// Smallest total bond, in base units, of a candidate (a registering self-bond, or what an
+    /// unbond may leave behind unless it leaves nothing).
+    pub min_bond: u64,
+    /// Most validators in a set: the size of the cut. The stake table holds at most twice this
+    /// many candidates.
+    pub max_validators: u32,
+    /// Fewest validators in a set: an unbond that would leave a smaller cut fails.
+    pub min_validators: u32,
 }
 
 impl Default for Params {
@@ -41,6 +53,10 @@ impl Default for Params {
             block_txs_max: 10_000,
             block_bytes_max: 8 << 20,
             fee_min: 1,
+            epoch_blocks: 1_000,
+            min_bond: 1,
+            max_validators: 100,
+            min_validators: 4,
         }
     }
 }
@@ -86,7 +102,52 @@ impl Params {
                 "must be at least tx_bytes_max, so the largest transaction fits in a block".into(),
             );
         }
+        if self.epoch_blocks == 0 || self.epoch_blocks > EPOCH_BLOCKS_CEILING {
+            return invalid(
+                "params.epoch_blocks",
+                format!("must be in 1..={EPOCH_BLOCKS_CEILING}"),
+            );
+        }
+        if self.min_bond == 0 {
+            return invalid("params.min_bond", "must be at least 1".into());
+        }
+        if self.max_validators == 0 || self.max_validators as usize > VALIDATORS_MAX {
+            return invalid(
+                "params.max_validators",
+                format!("must be in 1..={VALIDATORS_MAX}"),
+            );
+        }
+        if self.min_validators == 0 || self.min_validators > self.max_validators {
+            return invalid(
+                "params.min_validators",
+                "must be in 1..=max_validators".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The defaults, with `min_validators` lowered to `validators` when the genesis set is
+    /// smaller than the default's 4 (development and test networks): the set can then never
+    /// shrink below its genesis size.
+    pub fn for_genesis_set(validators: usize) -> Params {
+        let defaults = Params::default();
+        Params {
+            min_validators: u32::try_from(validators)
+                .unwrap_or(u32::MAX)
+                .clamp(1, defaults.min_validators),
+            ..defaults
+        }
+    }
+
+    /// The epoch arithmetic of this chain.
+    pub fn schedule(&self) -> EpochSchedule {
+        EpochSchedule::new(self.epoch_blocks)
+    }
+
+    /// Most candidates the stake table holds: twice the cut, so that a full set still has
+    /// challengers, and the table (one state value) stays bounded.
+    pub fn candidates_max(&self) -> usize {
+        2 * self.max_validators as usize
     }
 }
 
@@ -105,6 +166,8 @@ pub struct Genesis {
     pub chain_id: String,
     /// Timestamp of the genesis header; the first block must not be earlier.
     pub genesis_time_ms: u64,
+    /// The set of epochs 0 and 1. Each validator's `power` is its self-bond at height 0, in
+    /// the base units of balances (added to the supply, not taken from a balance).
     pub validators: Vec<Validator>,
     /// Initial balances.
     #[serde(default)]
@@ -179,7 +242,31 @@ impl Genesis {
                 reason: format!("must be 1..={CHAIN_ID_BYTES_MAX} characters of [A-Za-z0-9._-]"),
             });
         }
-        self.validator_set()?;
+        self.params.validate()?;
+        let set = self.validator_set()?;
+        let (min, max) = (self.params.min_validators, self.params.max_validators);
+        if !(min as usize..=max as usize).contains(&set.len()) {
+            return Err(GenesisError::Invalid {
+                field: "validators",
+                reason: format!(
+                    "{} validators, outside params.min_validators..=params.max_validators = {min}..={max}",
+                    set.len()
+                ),
+            });
+        }
+        if let Some(small) = set
+            .validators()
+            .iter()
+            .find(|v| v.power < self.params.min_bond)
+        {
+            return Err(GenesisError::Invalid {
+                field: "validators",
+                reason: format!(
+                    "validator {} has power (self-bond) {}, below params.min_bond = {}",
+                    small.address, small.power, self.params.min_bond
+                ),
+            });
+        }
         if self.balances.len() > GENESIS_ACCOUNTS_MAX {
             return Err(GenesisError::Invalid {
                 field: "balances",
@@ -187,7 +274,8 @@ impl Genesis {
             });
         }
         let mut seen = std::collections::BTreeSet::new();
-        let mut supply: u64 = 0;
+        // Self-bonds are part of the supply: they return to balances when unbonded.
+        let mut supply: u64 = set.total_power();
         for account in &self.balances {
             if !seen.insert(account.address) {
                 return Err(GenesisError::Invalid {
@@ -201,10 +289,10 @@ impl Genesis {
                 .checked_add(account.balance)
                 .ok_or_else(|| GenesisError::Invalid {
                     field: "balances",
-                    reason: "the sum of balances overflows u64".into(),
+                    reason: "the sum of balances and validator powers (bonds) overflows u64".into(),
                 })?;
         }
-        self.params.validate()
+        Ok(())
     }
 
     /// The validator set in force from height 1.

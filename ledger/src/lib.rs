@@ -11,6 +11,7 @@
 pub mod bytes;
 pub mod crypto;
 pub mod encoding;
+pub mod epoch;
 pub mod limits;
 pub mod validator;
 
@@ -22,11 +23,13 @@ pub mod state;
 pub mod tx;
 
 pub use block::{Block, BlockHeader, FailureReason, Receipt, ReceiptStatus};
+pub use epoch::EpochSchedule;
 pub use genesis::{Genesis, GenesisAccount, Params};
 pub use state::{Account, StateKey};
 pub use tx::{Op, SignedTransaction, Transaction, TxHash};
 pub mod execution;
 pub mod memory;
+pub mod staking;
 
 pub use execution::{
     apply_block, build_block, check_stateful, genesis_block, BlockError, ChainContext,

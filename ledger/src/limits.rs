@@ -23,3 +23,8 @@ pub const GENESIS_JSON_BYTES_MAX: u64 = 256 << 20;
 /// Bytes a transaction's encoding adds around its key and value (chain id, addresses,
 /// integers, enum tags, length prefixes, signature), rounded up.
 pub const TX_OVERHEAD_BYTES: u32 = 256;
+/// Ceiling of `Params::epoch_blocks`.
+pub const EPOCH_BLOCKS_CEILING: u64 = 1_000_000;
+/// Most `(owner, amount)` entries released at one epoch's end (ADR 003 §2); an unbond that
+/// would add one more fails with `unbonding_queue_full`.
+pub const UNBONDS_PER_EPOCH_MAX: usize = 4_096;

@@ -159,19 +159,62 @@ impl Account {
 /// Tag bytes that open each kind of state key; they keep the kinds' key spaces disjoint.
 const ACCOUNT_TAG: u8 = 0x01;
 const VALUE_TAG: u8 = 0x02;
+const STAKE_TABLE_TAG: u8 = 0x03;
+const BOND_TAG: u8 = 0x04;
+const UNBONDING_TAG: u8 = 0x05;
+const EPOCH_SET_TAG: u8 = 0x06;
 
-/// Where a state entry lives.
+/// Where a state entry lives. Staking state (ADR 003 §2) is laid out for point lookups:
+/// execution never iterates over state.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StateKey {
     Account(Address),
-    Value { owner: Address, key: Vec<u8> },
+    Value {
+        owner: Address,
+        key: Vec<u8>,
+    },
+    /// The one stake table: every candidate, sorted by key (`staking::StakeTable`).
+    StakeTable,
+    /// What `owner` has bonded to `validator` (u64, borsh); absent when zero.
+    Bond {
+        validator: Address,
+        owner: Address,
+    },
+    /// Amounts unbonded during epoch `release_epoch - 1`, paid out by the end-of-epoch step of
+    /// `last(release_epoch)` (`staking::UnbondingQueue`).
+    Unbonding {
+        release_epoch: u64,
+    },
+    /// The validator set of an epoch, borsh `ValidatorSet`.
+    EpochSet(u64),
 }
 
 impl StateKey {
-    /// `0x01 ‖ address` or `0x02 ‖ owner ‖ key`. Ordered so that one owner's keys are
-    /// contiguous, which the storage's prefix scans rely on.
+    /// `0x01 ‖ address`, `0x02 ‖ owner ‖ key`, `0x03`, `0x04 ‖ validator ‖ owner`,
+    /// `0x05 ‖ release epoch (u64 BE)` or `0x06 ‖ epoch (u64 BE)`. Ordered so that one owner's
+    /// keys are contiguous, which the storage's prefix scans rely on.
     pub fn encode(&self) -> Vec<u8> {
         match self {
+            StateKey::StakeTable => vec![STAKE_TABLE_TAG],
+            StateKey::Bond { validator, owner } => {
+                let mut out = Vec::with_capacity(65);
+                out.push(BOND_TAG);
+                out.extend_from_slice(&validator.0);
+                out.extend_from_slice(&owner.0);
+                out
+            }
+            StateKey::Unbonding { release_epoch } => {
+                let mut out = Vec::with_capacity(9);
+                out.push(UNBONDING_TAG);
+                out.extend_from_slice(&release_epoch.to_be_bytes());
+                out
+            }
+            StateKey::EpochSet(epoch) => {
+                let mut out = Vec::with_capacity(9);
+                out.push(EPOCH_SET_TAG);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out
+            }
             StateKey::Account(address) => {
                 let mut out = Vec::with_capacity(33);
                 out.push(ACCOUNT_TAG);
@@ -204,6 +247,25 @@ impl StateKey {
     /// Inverse of [`StateKey::encode`].
     pub fn decode(bytes: &[u8]) -> Option<StateKey> {
         let (tag, rest) = bytes.split_first()?;
+        match *tag {
+            STAKE_TABLE_TAG if rest.is_empty() => return Some(StateKey::StakeTable),
+            BOND_TAG if rest.len() == 64 => {
+                return Some(StateKey::Bond {
+                    validator: Address(rest[..32].try_into().ok()?),
+                    owner: Address(rest[32..].try_into().ok()?),
+                })
+            }
+            UNBONDING_TAG => {
+                let release_epoch = u64::from_be_bytes(rest.try_into().ok()?);
+                return Some(StateKey::Unbonding { release_epoch });
+            }
+            EPOCH_SET_TAG => {
+                return Some(StateKey::EpochSet(u64::from_be_bytes(
+                    rest.try_into().ok()?,
+                )))
+            }
+            _ => {}
+        }
         let address = Address(rest.get(..32)?.try_into().ok()?);
         match *tag {
             ACCOUNT_TAG if rest.len() == 32 => Some(StateKey::Account(address)),

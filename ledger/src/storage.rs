@@ -50,7 +50,9 @@ use codec::TreeNodeKey;
 /// 2: one `receipts` record per block; compact `tree_nodes` keys and values.
 /// 3: no `state` column family (latest values are read from `tree_values`); `value_keys`
 /// lists the repository's keys; tree hashes of protocol version 2.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: headers of protocol version 3 (`next_validator_set_hash`), whose state holds the stake
+/// table, bonds, unbonding queues and epoch sets (ADR 003). Same column families as 3.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const CF_META: &str = "meta";
 const CF_HEADERS: &str = "headers";

@@ -31,6 +31,13 @@ pub enum Op {
         #[serde(with = "hex_bytes")]
         key: Vec<u8>,
     },
+    /// Moves `amount` from the sender's balance into its bond to `validator`, adding that much
+    /// voting power from the epoch after next (ADR 003 §2). A self-bond (`validator ==
+    /// sender`) registers the key as a candidate; any other bond delegates to a candidate.
+    Bond { validator: Address, amount: u64 },
+    /// Takes `amount` out of the sender's bond to `validator`; it returns to the balance at the
+    /// end of the next epoch, after the last block the old power can sign.
+    Unbond { validator: Address, amount: u64 },
 }
 
 /// The unsigned body of a transaction.
@@ -75,6 +82,10 @@ pub enum TxError {
     InvalidSignature,
     #[error("sender is not a valid ed25519 public key")]
     InvalidSender,
+    #[error("a bond or unbond of zero")]
+    ZeroAmount,
+    #[error("validator {validator} is not a valid ed25519 public key")]
+    InvalidValidatorKey { validator: Address },
 }
 
 impl Transaction {
@@ -183,6 +194,16 @@ impl SignedTransaction {
                 }
             }
             Op::Delete { key } => check_key(key)?,
+            Op::Bond { validator, amount } | Op::Unbond { validator, amount } => {
+                if *amount == 0 {
+                    return Err(TxError::ZeroAmount);
+                }
+                if validator.verifying_key().is_err() {
+                    return Err(TxError::InvalidValidatorKey {
+                        validator: *validator,
+                    });
+                }
+            }
         }
         Ok(())
     }

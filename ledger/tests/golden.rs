@@ -2,6 +2,10 @@
 //! canonical encoding, the signing domain or a hash breaks a test on purpose. If one fails
 //! after a deliberate format change, bump the version concerned, record it in docs/storage.md
 //! or docs/architecture.md, and only then update the pinned values.
+//!
+//! Last deliberate change: protocol version 3 (ADR 003) — genesis params gained the staking
+//! fields (genesis hash), genesis state holds the stake table, self-bonds and epoch sets
+//! (state root), and headers carry `next_validator_set_hash` (block hash).
 
 #![allow(
     clippy::unwrap_used,
@@ -101,6 +105,42 @@ fn merkle_roots() {
 }
 
 #[test]
+fn staking_state_keys_and_op_tags() {
+    use mesh_ledger::{Address, StateKey};
+    let a = Address([0xaa; 32]);
+    let b = Address([0xbb; 32]);
+    assert_eq!(hex(&StateKey::StakeTable.encode()), "03");
+    assert_eq!(
+        hex(&StateKey::Bond {
+            validator: a,
+            owner: b
+        }
+        .encode()),
+        format!("04{}{}", "aa".repeat(32), "bb".repeat(32))
+    );
+    assert_eq!(
+        hex(&StateKey::Unbonding { release_epoch: 258 }.encode()),
+        "050000000000000102"
+    );
+    assert_eq!(hex(&StateKey::EpochSet(3).encode()), "060000000000000003");
+    // Appended ops: tags 3 and 4, then the validator and the amount (u64 LE).
+    assert_eq!(
+        hex(&encode(&Op::Bond {
+            validator: a,
+            amount: 5
+        })),
+        format!("03{}0500000000000000", "aa".repeat(32))
+    );
+    assert_eq!(
+        hex(&encode(&Op::Unbond {
+            validator: a,
+            amount: 5
+        })),
+        format!("04{}0500000000000000", "aa".repeat(32))
+    );
+}
+
+#[test]
 fn account_bytes() {
     assert_eq!(
         hex(&Account {
@@ -116,13 +156,13 @@ const GOLDEN_TX_BODY: &str = "0a000000746573742d636861696e3f07ddec98f77249108b51
 const GOLDEN_TX_SIGNATURE: &str = "0x6ac4614b0c3e00077206c20671a289c465ec1973646b21961c0c52e90af22625d22bdcba2096f0c97568175b435c029cc154a4fecc990638afe0764a22845807";
 const GOLDEN_TX_HASH: &str = "0x37183c2749aa6258e700dc3821d6b533103b1f7add2cff65bd0772ae8f8ab10f";
 const GOLDEN_GENESIS_HASH: &str =
-    "0xc95cf113ad3db35cf2bf48635eff79c4ff064d32a31da8af4f518f619586e3ba";
+    "0x4256a7f14fba45c488bc3409fbf18ef9a4f13b2262ea9a91d3dbcbcc43b70fb4";
 const GOLDEN_VALIDATOR_SET_HASH: &str =
     "0x7341994c462625fc076f62cd0936dcfe565161a7bc60db427e91e032a6319686";
 const GOLDEN_GENESIS_STATE_ROOT: &str =
-    "0x2d868f98d1db9dd2366215f95227d5d503edd90743aedd35c76ca8d10f3eae89";
+    "0xbdcfd2c8763945c91ea6a9c88ad504a8e8c576b15f904ea3e984a8149dbce31d";
 const GOLDEN_GENESIS_BLOCK_HASH: &str =
-    "0x6c0ba516ae46631fe6bdc1e3fc39bc2efc763d3143041ad857a39a65f9ac3c3b";
+    "0x65612919f3982f93645cb7ebd05a4623525a8169129ec88ecc4306388557730b";
 const GOLDEN_MERKLE_ROOT_5: &str =
     "0x3d42510c8a033d8191c69083b13fd8f3ff2b71c7188d690c940cfca866353d32";
 const GOLDEN_TX_ROOT_1: &str = "0xd16a3cf6db3be53611ac60512a0163655b99b742b84ac0e4fd333722c9f5cc2b";

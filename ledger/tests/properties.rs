@@ -39,6 +39,8 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(key, value)| Op::Put { key, value }),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(|key| Op::Delete { key }),
+        (address(), any::<u64>()).prop_map(|(validator, amount)| Op::Bond { validator, amount }),
+        (address(), any::<u64>()).prop_map(|(validator, amount)| Op::Unbond { validator, amount }),
     ]
 }
 
@@ -82,6 +84,7 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         hash(),
         hash(),
         hash(),
+        hash(),
     )
         .prop_map(
             |(
@@ -96,6 +99,7 @@ fn header() -> impl Strategy<Value = BlockHeader> {
                 receipts_root,
                 state_root,
                 validator_set_hash,
+                next_validator_set_hash,
             )| {
                 BlockHeader {
                     version,
@@ -109,6 +113,7 @@ fn header() -> impl Strategy<Value = BlockHeader> {
                     receipts_root,
                     state_root,
                     validator_set_hash,
+                    next_validator_set_hash,
                 }
             },
         )
@@ -125,6 +130,30 @@ fn receipt() -> impl Strategy<Value = Receipt> {
         }),
         Just(ReceiptStatus::Failed {
             reason: FailureReason::BalanceOverflow
+        }),
+        address().prop_map(|validator| ReceiptStatus::Failed {
+            reason: FailureReason::UnknownValidator { validator }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(bonded, min_bond)| ReceiptStatus::Failed {
+            reason: FailureReason::BelowMinimumBond { bonded, min_bond }
+        }),
+        any::<u64>().prop_map(|candidates_max| ReceiptStatus::Failed {
+            reason: FailureReason::ValidatorSetFull { candidates_max }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(bonded, requested)| ReceiptStatus::Failed {
+            reason: FailureReason::InsufficientBond { bonded, requested }
+        }),
+        Just(ReceiptStatus::Failed {
+            reason: FailureReason::WouldEmptySet
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(size, min_validators)| ReceiptStatus::Failed {
+            reason: FailureReason::BelowSafeSize {
+                size,
+                min_validators
+            }
+        }),
+        any::<u64>().prop_map(|release_epoch| ReceiptStatus::Failed {
+            reason: FailureReason::UnbondingQueueFull { release_epoch }
         }),
     ];
     (hash(), any::<u64>(), any::<u32>(), status, any::<u64>()).prop_map(

@@ -365,7 +365,7 @@ fn refusals_are_clear() {
             err,
             StoreError::SchemaMismatch {
                 found: 2,
-                expected: 3,
+                expected: SCHEMA_VERSION,
                 ..
             }
         ),
@@ -373,7 +373,8 @@ fn refusals_are_clear() {
     );
     let message = err.to_string();
     assert!(
-        message.contains("schema version 2") && message.contains("reads version 3"),
+        message.contains("schema version 2")
+            && message.contains(&format!("reads version {SCHEMA_VERSION}")),
         "{message}"
     );
 

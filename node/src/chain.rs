@@ -15,10 +15,11 @@ use mesh_consensus::{Block as ConsensusBlock, BlockId, CertifiedBlock, FinalityC
 use mesh_consensus::{Header, Height, View};
 use mesh_ledger::encoding;
 use mesh_ledger::memory::Layered;
+use mesh_ledger::state::StateReader;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
     apply_block, build_block, Account, Address, Block, BlockError, BlockHeader, ChainContext,
-    ExecutedBlock, Genesis, Hash, SignedTransaction, TxHash,
+    ExecutedBlock, Genesis, Hash, SignedTransaction, StateKey, TxHash,
 };
 
 use mesh_rpc::FinalizedEvent;
@@ -38,6 +39,12 @@ pub enum ChainError {
     /// The parent is neither our finalized head nor a block we executed.
     #[error("parent {0} is unknown")]
     UnknownParent(Hash),
+    /// The chain's validator set changes, which this node cannot follow yet: consensus takes
+    /// its set from genesis until reconfiguration lands (ADR 003 §10, steps 2 and 5). A
+    /// proposal is voted against; a finalized block, or a database, that changes it stops
+    /// the node.
+    #[error("the validator set of epoch {epoch} ({source_of_set}) differs from the genesis set; this node cannot change validator sets until consensus reconfiguration lands (ADR 003 step 5), so it refuses this chain")]
+    SetChanged { epoch: u64, source_of_set: String },
     /// The database failed: fatal to the node.
     #[error(transparent)]
     Storage(#[from] StoreError),
@@ -51,6 +58,42 @@ impl From<BlockError> for ChainError {
             other => ChainError::Invalid(other.to_string()),
         }
     }
+}
+
+/// Refuses a database whose state holds, for the epochs the next blocks need, a set other than
+/// genesis's (or none): such a chain was built by a node that changes sets.
+fn check_stored_sets(
+    store: &Store,
+    ctx: &ChainContext,
+    genesis_set: &[u8],
+    head_height: u64,
+) -> Result<(), ChainError> {
+    // The state after `head` holds the sets of the next block's epoch and the one after.
+    let epoch = ctx
+        .params
+        .schedule()
+        .epoch_of(head_height.saturating_add(1));
+    for epoch in [epoch, epoch.saturating_add(1)] {
+        match store
+            .raw(&StateKey::EpochSet(epoch).encode())
+            .map_err(StoreError::State)?
+        {
+            Some(set) if set == genesis_set => {}
+            Some(_) => {
+                return Err(ChainError::SetChanged {
+                    epoch,
+                    source_of_set: format!("stored in the state at height {head_height}"),
+                })
+            }
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "the state at height {head_height} holds no validator set for epoch {epoch}"
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A block just committed.
@@ -69,6 +112,8 @@ pub struct Committed {
 pub struct Chain {
     store: Arc<Store>,
     ctx: ChainContext,
+    /// The encoded genesis set: every epoch's set must equal it (see [`ChainError::SetChanged`]).
+    genesis_set: Vec<u8>,
     genesis_hash: Hash,
     head: BlockHeader,
     head_hash: Hash,
@@ -98,7 +143,9 @@ impl Chain {
     pub fn open(store: Arc<Store>, genesis: &Genesis) -> Result<Chain, ChainError> {
         let genesis_header = store.init_genesis(genesis)?;
         let ctx = ChainContext::from_genesis(genesis).map_err(StoreError::from)?;
+        let genesis_set = encoding::encode(&genesis.validator_set().map_err(StoreError::from)?);
         let head = store.latest_header()?;
+        check_stored_sets(&store, &ctx, &genesis_set, head.height)?;
         let head_hash = head.hash();
         let (head_id, head_certificate) = if head.height == 0 {
             (
@@ -126,6 +173,7 @@ impl Chain {
         Ok(Chain {
             store,
             ctx,
+            genesis_set,
             genesis_hash: genesis_header.hash(),
             head,
             head_hash,
@@ -269,6 +317,7 @@ impl Chain {
             candidates,
             &self.ctx,
         )?;
+        self.check_sets(&executed)?;
         for item in &excluded {
             tracing::debug!(tx = %item.tx_hash, reason = %item.reason, "transaction left out of block");
         }
@@ -322,7 +371,23 @@ impl Chain {
         }
         let (parent_header, state) = self.state_after(parent)?;
         let executed = apply_block(&state, &parent_header, &block, &self.ctx)?;
+        self.check_sets(&executed)?;
         self.remember(executed);
+        Ok(())
+    }
+
+    /// Refuses a block whose end-of-epoch step stores a set other than genesis's.
+    fn check_sets(&self, executed: &ExecutedBlock) -> Result<(), ChainError> {
+        for (key, value) in &executed.changes {
+            if let (Some(StateKey::EpochSet(epoch)), Some(set)) = (StateKey::decode(key), value) {
+                if *set != self.genesis_set {
+                    return Err(ChainError::SetChanged {
+                        epoch,
+                        source_of_set: format!("computed by block {}", executed.height()),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
@@ -378,6 +443,7 @@ impl Chain {
                 apply_block(self.store.as_ref(), &self.head, &ledger_block, &self.ctx)?
             }
         };
+        self.check_sets(&executed)?;
         let record = FinalityRecord::V1 {
             header: block.header,
             certificate: certificate.clone(),

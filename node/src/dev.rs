@@ -94,7 +94,11 @@ fn write_dev_home(home: &Home, accounts: u32) -> Result<(), String> {
             power: INIT_VALIDATOR_POWER,
         }],
         balances,
-        params: Params::default(),
+        // A one-validator chain: the set can never shrink below its one member.
+        params: Params {
+            min_validators: 1,
+            ..Params::default()
+        },
     };
     genesis.validate().map_err(|err| err.to_string())?;
     let config = Config {

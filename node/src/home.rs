@@ -123,7 +123,11 @@ pub fn init(home: &Home, options: &InitOptions) -> Result<InitReport, InitError>
             address: account.address(),
             balance: INIT_ACCOUNT_BALANCE,
         }],
-        params: Params::default(),
+        // A one-validator chain: the set can never shrink below its one member.
+        params: Params {
+            min_validators: 1,
+            ..Params::default()
+        },
     };
     genesis.validate()?;
     let config = Config {

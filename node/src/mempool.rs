@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use mesh_ledger::tx::{verify_signatures, TxError};
-use mesh_ledger::{Account, Address, Params, SignedTransaction, TxHash};
+use mesh_ledger::{Account, Address, Op, Params, SignedTransaction, TxHash};
 
 /// Bounds of the pool. Sizes live in the node's config.
 #[derive(Debug, Clone)]
@@ -90,6 +90,11 @@ pub enum MempoolError {
     NonceAlreadyPending { nonce: u64, pending_fee: u64 },
     #[error("mempool is full and fee {fee} does not beat the lowest pending fee {lowest}")]
     Full { fee: u64, lowest: u64 },
+    /// Bond and unbond execute in the ledger, but consensus cannot change validator sets yet
+    /// and the node refuses a chain whose set changes (ADR 003 §10, steps 2 and 5): admitting
+    /// one would stall the chain at the next epoch boundary.
+    #[error("staking operations are not accepted yet: this node cannot change validator sets until consensus reconfiguration lands (ADR 003 step 5)")]
+    StakingNotEnabled,
 }
 
 /// A transaction admitted, or already known.
@@ -285,6 +290,10 @@ impl Mempool {
                 continue;
             }
             // Cheap checks before any signature work.
+            if matches!(stx.tx.op, Op::Bond { .. } | Op::Unbond { .. }) {
+                results.push(Some(Err(MempoolError::StakingNotEnabled)));
+                continue;
+            }
             match stx.check_stateless_sized(encoded.len(), &self.chain_id, &self.params) {
                 Err(err) => results.push(Some(Err(err.into()))),
                 Ok(()) => {

@@ -245,6 +245,9 @@ pub fn mempool_error(err: MempoolError) -> ApiError {
             fee,
             lowest_fee: lowest,
         },
+        err @ MempoolError::StakingNotEnabled => ApiError::InvalidTransaction {
+            detail: err.to_string(),
+        },
     }
 }
 

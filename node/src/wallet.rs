@@ -356,6 +356,28 @@ fn show_failure(reason: &FailureReason) -> String {
         }
         FailureReason::BalanceOverflow => "the recipient's balance would overflow".into(),
         FailureReason::KeyNotFound => "the key is not set".into(),
+        FailureReason::UnknownValidator { validator } => {
+            format!("{validator} is not a registered validator (1301)")
+        }
+        FailureReason::BelowMinimumBond { bonded, min_bond } => {
+            format!("a candidate's bond of {bonded} is below the minimum of {min_bond} (1302)")
+        }
+        FailureReason::ValidatorSetFull { candidates_max } => {
+            format!("the stake table already holds {candidates_max} candidates (1303)")
+        }
+        FailureReason::InsufficientBond { bonded, requested } => {
+            format!("unbonding {requested}, but only {bonded} is bonded (1304)")
+        }
+        FailureReason::WouldEmptySet => "the unbond would leave no validator (1305)".into(),
+        FailureReason::BelowSafeSize {
+            size,
+            min_validators,
+        } => format!(
+            "the unbond would leave {size} validators, fewer than the minimum of {min_validators} (1306)"
+        ),
+        FailureReason::UnbondingQueueFull { release_epoch } => format!(
+            "the unbonding queue released at the end of epoch {release_epoch} is full (1307)"
+        ),
     }
 }
 
@@ -777,6 +799,8 @@ fn show_op(op: &Op) -> String {
         Op::Transfer { to, amount } => format!("transfer {amount} to {to}"),
         Op::Put { key, value } => format!("put {} = {}", show_bytes(key), show_bytes(value)),
         Op::Delete { key } => format!("delete {}", show_bytes(key)),
+        Op::Bond { validator, amount } => format!("bond {amount} to {validator}"),
+        Op::Unbond { validator, amount } => format!("unbond {amount} from {validator}"),
     }
 }
 

@@ -324,6 +324,12 @@ impl From<TxError> for ApiError {
                 detail: "nonce is u64::MAX".into(),
             },
             TxError::InvalidSignature | TxError::InvalidSender => ApiError::InvalidSignature,
+            TxError::ZeroAmount => ApiError::InvalidTransaction {
+                detail: "a bond or unbond of zero".into(),
+            },
+            TxError::InvalidValidatorKey { validator } => ApiError::InvalidTransaction {
+                detail: format!("validator {validator} is not a valid ed25519 public key"),
+            },
         }
     }
 }

@@ -311,7 +311,10 @@ fn check_chain_id(chain_id: &str) -> Result<(), TestnetError> {
             power: VALIDATOR_POWER,
         }],
         balances: Vec::new(),
-        params: Params::default(),
+        params: Params {
+            min_validators: 1,
+            ..Params::default()
+        },
     };
     match probe.validate() {
         Ok(()) => Ok(()),
@@ -488,9 +491,9 @@ fn write_network(
     let genesis = Genesis {
         chain_id: chain_id.to_owned(),
         genesis_time_ms,
+        params: Params::for_genesis_set(validators.len()),
         validators,
         balances,
-        params: Params::default(),
     };
     genesis
         .validate()

@@ -145,9 +145,9 @@ pub(crate) fn create(
     let genesis = Genesis {
         chain_id: CHAIN_ID.into(),
         genesis_time_ms: now_ms(),
+        params: Params::for_genesis_set(validators.len()),
         validators,
         balances,
-        params: Params::default(),
     };
     genesis
         .validate()

@@ -42,7 +42,7 @@ impl Testnet {
                 address: account.address(),
                 balance: 1_000_000_000,
             }],
-            params: Params::default(),
+            params: Params::for_genesis_set(validators),
         };
         Testnet {
             genesis,
