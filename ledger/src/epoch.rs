@@ -43,7 +43,7 @@ impl EpochSchedule {
 
     /// Whether `height` is the boundary block of its epoch (genesis is not).
     pub fn is_boundary(&self, height: u64) -> bool {
-        height != 0 && height % self.epoch_blocks == 0
+        height != 0 && height.is_multiple_of(self.epoch_blocks)
     }
 }
 
