@@ -262,6 +262,9 @@ impl Mempool {
         if self.entries.contains_key(&hash) {
             return Ok(Admitted::Known(hash));
         }
+        if is_staking(&tx) {
+            return Err(MempoolError::StakingNotEnabled);
+        }
         self.remember(hash);
         self.admit_verified(tx, hash, encoded_len, account)
     }
@@ -290,7 +293,7 @@ impl Mempool {
                 continue;
             }
             // Cheap checks before any signature work.
-            if matches!(stx.tx.op, Op::Bond { .. } | Op::Unbond { .. }) {
+            if is_staking(&stx) {
                 results.push(Some(Err(MempoolError::StakingNotEnabled)));
                 continue;
             }
@@ -619,6 +622,12 @@ impl Mempool {
             }
         }
     }
+}
+
+/// Bond and unbond, refused until the node can follow a changing validator set
+/// ([`MempoolError::StakingNotEnabled`]) — on every admission path.
+fn is_staking(stx: &SignedTransaction) -> bool {
+    matches!(stx.tx.op, Op::Bond { .. } | Op::Unbond { .. })
 }
 
 /// Verifies every signature, batching when there are several; returns a verdict per item.

@@ -86,6 +86,32 @@ fn a_checked_transaction_is_admitted_with_the_stateful_checks_alone() {
         Ok(Admitted::Known(hash))
     );
     assert!(pool.recently_seen(&hash));
+    // Staking is refused on this path too, until the node can follow set changes.
+    let bond = {
+        let from = key(3);
+        Transaction {
+            chain_id: CHAIN.into(),
+            sender: from.address(),
+            nonce: 0,
+            fee: 5,
+            op: Op::Bond {
+                validator: from.address(),
+                amount: 10,
+            },
+        }
+        .sign(&from)
+    };
+    assert_eq!(
+        pool.insert_checked(
+            CheckedTx::check(bond.clone(), CHAIN, &params).unwrap(),
+            &rich()
+        ),
+        Err(MempoolError::StakingNotEnabled)
+    );
+    assert_eq!(
+        pool.insert(bond, &rich()),
+        Err(MempoolError::StakingNotEnabled)
+    );
     // The stateful checks still apply.
     let broke = Account {
         balance: 1,
