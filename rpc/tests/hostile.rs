@@ -112,41 +112,8 @@ async fn served_again(addr: SocketAddr) -> bool {
 /// A WebSocket from `source`, handshake done.
 async fn websocket(source: Ipv4Addr, addr: SocketAddr, recv_buffer: Option<u32>) -> TcpStream {
     let mut stream = connect_from(source, addr, recv_buffer).await;
-    let handshake = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(handshake.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-        assert!(head.len() < 4096, "handshake answer too long");
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    websocket_handshake(&mut stream, addr).await;
     stream
-}
-
-/// A masked WebSocket text frame (a zero mask key leaves the payload as is).
-fn frame(payload: &str) -> Vec<u8> {
-    let payload = payload.as_bytes();
-    let mut frame = vec![0x81u8];
-    if payload.len() < 126 {
-        frame.push(0x80 | payload.len() as u8);
-    } else if payload.len() <= usize::from(u16::MAX) {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    }
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(payload);
-    frame
 }
 
 /// Reads server frames (unmasked) and returns the text ones, until `count` texts arrived, the
@@ -400,7 +367,7 @@ async fn a_pipelined_flood_on_one_websocket_is_answered_busy_past_its_calls() {
     let mut ws = websocket(ATTACKER, addr, None).await;
     let mut flood = Vec::new();
     for id in 0..200 {
-        flood.extend(frame(&format!(
+        flood.extend(ws_text_frame(&format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_sendTransactionAndWait","params":["{tx}",30000]}}"#
         )));
     }
@@ -433,7 +400,7 @@ async fn a_client_that_never_reads_is_closed_and_others_are_served() {
     // connection once more than its buffer and a burst of answers wait unwritten), since
     // each call it takes holds memory until its answer is written.
     let mut ws = websocket(ATTACKER, addr, Some(4096)).await;
-    let request = frame(r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#);
+    let request = ws_text_frame(r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#);
     let chunk: Vec<u8> = request.repeat(1000);
     let mut refused = false;
     for _ in 0..200 {

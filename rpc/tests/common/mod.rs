@@ -658,6 +658,45 @@ pub fn hex_of(stx: &SignedTransaction) -> String {
     mesh_ledger::bytes::to_hex(&stx.encode())
 }
 
+/// Upgrades `stream` to a WebSocket and checks the server's `101`.
+pub async fn websocket_handshake(stream: &mut tokio::net::TcpStream, addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 4096, "handshake answer too long");
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// A masked WebSocket text frame (a zero mask key leaves the payload as is).
+pub fn ws_text_frame(payload: &str) -> Vec<u8> {
+    let payload = payload.as_bytes();
+    let mut frame = vec![0x81u8];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else if payload.len() <= usize::from(u16::MAX) {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// A WebSocket client that sends one request and then reads nothing until told: a subscriber
 /// as slow as can be. Its receive buffer is made small so the server's sends back up quickly.
 pub struct StalledWs {
@@ -666,37 +705,12 @@ pub struct StalledWs {
 
 impl StalledWs {
     pub async fn connect(addr: SocketAddr, request: &str) -> StalledWs {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let mut stream = socket.connect(addr).await.unwrap();
-        let handshake = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(handshake.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        // One masked text frame (a zero mask key leaves the payload as is).
-        let payload = request.as_bytes();
-        let mut frame = vec![0x81u8];
-        if payload.len() < 126 {
-            frame.push(0x80 | payload.len() as u8);
-        } else {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(payload);
-        stream.write_all(&frame).await.unwrap();
+        websocket_handshake(&mut stream, addr).await;
+        stream.write_all(&ws_text_frame(request)).await.unwrap();
         StalledWs { stream }
     }
 
