@@ -95,9 +95,20 @@ where
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        // A batch is one answer of its connection, counted like a call: a client that
+        // pipelines batches and reads none of their answers is closed just the same.
+        let closed = batch
+            .iter()
+            .find_map(|entry| entry.as_ref().ok())
+            .and_then(|entry| entry.extensions().get::<Connection>())
+            .filter(|connection| connection.0.answer_produced())
+            .map(|connection| connection.0.calls_max());
         let inner = Arc::clone(&self.inner);
         let response_bytes_max = self.response_bytes_max;
         async move {
+            if let Some(limit) = closed {
+                return MethodResponse::error(jsonrpsee_types::Id::Null, busy(limit));
+            }
             let entries: Vec<_> = batch.into_iter().collect();
             // The batch as a whole is one call of its connection; its entries share the
             // connection's bound.

@@ -392,15 +392,30 @@ async fn a_pipelined_flood_on_one_websocket_is_answered_busy_past_its_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_and_others_are_served() {
+    never_reading_client_is_closed(
+        r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_batches_and_never_reads_is_closed() {
+    never_reading_client_is_closed(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}]"#,
+    )
+    .await;
+}
+
+/// Pipelines up to 200,000 copies of `message` (one call or one batch) on a WebSocket with
+/// small buffers and reads no answer: the server must stop taking them long before (it stops
+/// reading, or closes the connection once more than its buffer and a burst of answers wait
+/// unwritten), since each one it takes holds memory until its answer is written.
+async fn never_reading_client_is_closed(message: &str) {
     let node = MockNode::new();
     let (_server, addr) = serve(&node, hostile_config()).await;
 
-    // Pipeline up to 200,000 calls (12 MB) on a connection with small buffers and read no
-    // answer: the server must stop taking them long before (it stops reading, or closes the
-    // connection once more than its buffer and a burst of answers wait unwritten), since
-    // each call it takes holds memory until its answer is written.
     let mut ws = websocket(ATTACKER, addr, Some(4096)).await;
-    let request = ws_text_frame(r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#);
+    let request = ws_text_frame(message);
     let chunk: Vec<u8> = request.repeat(1000);
     let mut refused = false;
     for _ in 0..200 {
