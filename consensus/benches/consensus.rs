@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mesh_consensus::{Config, Consensus, Input, Output};
-use mesh_ledger::{Hash, SecretKey, Validator, ValidatorSet};
+use mesh_consensus::{Config, Consensus, EpochInfo, Input, Output};
+use mesh_ledger::{EpochSchedule, Hash, SecretKey, Validator, ValidatorSet};
 
 const CHAIN: &str = "mesh-bench";
 
@@ -30,9 +30,11 @@ fn committee(n: usize) -> Vec<Consensus> {
             .collect(),
     )
     .unwrap();
-    let config = Config::new(CHAIN, validators, Hash::of(b"bench genesis"));
+    // One epoch longer than any run: the bench measures views, not boundaries.
+    let config = Config::new(CHAIN, EpochSchedule::new(1_000_000));
+    let epoch = EpochInfo::genesis(validators, Hash::of(b"bench genesis"));
     keys.into_iter()
-        .map(|key| Consensus::new(config.clone(), key))
+        .map(|key| Consensus::new(config.clone(), key, epoch.clone()))
         .collect()
 }
 

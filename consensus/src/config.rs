@@ -1,8 +1,8 @@
 //! Configuration and every bound the state machine enforces, in one place.
 
-use mesh_ledger::{Hash, ValidatorSet};
+use mesh_ledger::EpochSchedule;
 
-use crate::types::View;
+use crate::types::{Epoch, Height};
 
 /// Every buffer and message bound. Each one caps memory a peer can make us hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,15 +74,14 @@ impl Timeouts {
     }
 }
 
-/// Everything a validator needs to run consensus besides its key.
+/// What stays fixed for the life of a chain. The validator sets change by epoch and are
+/// given to the machine as [`crate::EpochInfo`]s.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Chain id mixed into every signature.
     pub chain_id: String,
-    /// The validator set (fixed for the life of this state machine).
-    pub validators: ValidatorSet,
-    /// Hash of the genesis block (height 0, view 0), the root every chain extends.
-    pub genesis_hash: Hash,
+    /// Where epochs begin and end; every node computes it from the genesis parameters.
+    pub schedule: EpochSchedule,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Test-only mutation: quorum becomes f+1 instead of 2f+1 so the simulator can prove it
@@ -93,33 +92,18 @@ pub struct Config {
 
 impl Config {
     /// A config with default timeouts and limits.
-    pub fn new(chain_id: impl Into<String>, validators: ValidatorSet, genesis_hash: Hash) -> Self {
+    pub fn new(chain_id: impl Into<String>, schedule: EpochSchedule) -> Self {
         Config {
             chain_id: chain_id.into(),
-            validators,
-            genesis_hash,
+            schedule,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             mutation_weak_quorum: false,
         }
     }
 
-    /// Voting power a certificate needs.
-    pub fn quorum_power(&self) -> u64 {
-        if self.mutation_weak_quorum {
-            self.validators.max_faulty_power().saturating_add(1)
-        } else {
-            self.validators.quorum_power()
-        }
-    }
-
-    /// The leader of `view`: round-robin over the validators in address order. Deterministic,
-    /// so every validator agrees without talking.
-    pub fn leader(&self, view: View) -> mesh_ledger::Address {
-        let count = self.validators.len().max(1) as u64;
-        let index = usize::try_from(view.0 % count).unwrap_or(0);
-        self.validators
-            .get(index)
-            .map_or(mesh_ledger::Address::ZERO, |v| v.address)
+    /// The last height of `epoch`: its boundary block, above which it builds nothing.
+    pub fn last_height(&self, epoch: Epoch) -> Height {
+        Height(self.schedule.last(epoch.0))
     }
 }

@@ -16,7 +16,9 @@ impl Consensus {
         let Some(cert) = self.pending_finality.clone() else {
             return;
         };
-        if cert.subject.height <= self.finalized.height {
+        if cert.subject.height <= self.finalized.height
+            || cert.subject.height > self.config.last_height(self.epoch)
+        {
             self.pending_finality = None;
             return;
         }
@@ -92,6 +94,17 @@ impl Consensus {
         self.finalized = top.subject;
         self.finality = Some(top);
         let finalized = self.finalized;
+        if finalized.height >= self.config.last_height(self.epoch) && !self.ended {
+            // The boundary block is final: this epoch is over. What was in flight above it
+            // (re-proposals, a sibling at the last height) is dropped on entering the next.
+            self.ended = true;
+            self.build_requested = None;
+            self.pending_finality = None;
+            self.outputs.push(Output::EpochEnded {
+                epoch: self.epoch,
+                boundary: finalized,
+            });
+        }
         let safety_views_max = self.config.limits.safety_views_max;
         self.safety.close_views(finalized.view, safety_views_max);
         self.views = self.views.split_off(&finalized.view.next());
@@ -113,9 +126,13 @@ impl Consensus {
         let payload_max = self.config.limits.payload_bytes_max;
         let retained = self.config.limits.past_views_retained_max;
         let oldest_kept = View(self.view.0.saturating_sub(retained));
+        let last = self.config.last_height(self.epoch);
         for block in blocks {
             let header = block.header;
-            if header.height <= self.finalized.height
+            if header.epoch != self.epoch
+                || header.height > last
+                || header.is_reproposal()
+                || header.height <= self.finalized.height
                 || header.view <= self.finalized.view
                 || header.view < oldest_kept
                 || block.payload.len() > payload_max
@@ -153,10 +170,15 @@ impl Consensus {
         }
         let mut verified: Vec<FinalityCertificate> = Vec::new();
         let mut run: Vec<CertifiedBlock> = Vec::new();
+        let last = self.config.last_height(self.epoch);
         for item in blocks {
             let header = item.block.header;
             if header.height <= self.finalized.height {
                 continue;
+            }
+            if header.height > last || self.ended {
+                // Certified by the next epoch's set: checked once we are in it.
+                break;
             }
             let (parent_hash, parent_height) = match run.last() {
                 Some(last) => (last.block.header.hash, last.block.header.height),
@@ -180,16 +202,21 @@ impl Consensus {
                     reason: "certificate below its block",
                 });
             }
+            if item.certificate.subject.epoch != self.epoch || header.epoch != self.epoch {
+                return Err(Rejection::InvalidSync {
+                    reason: "block or certificate of another epoch",
+                });
+            }
             if !verified.contains(&item.certificate) {
                 item.certificate.verify_with_quorum(
                     &self.config.chain_id,
-                    &self.config.validators,
-                    self.quorum,
-                    Some(&self.keys),
+                    &self.committee.set,
+                    self.committee.quorum,
+                    Some(&self.committee.keys),
                 )?;
                 verified.push(item.certificate.clone());
             }
-            let certifies_itself = item.certificate.subject == header.id();
+            let certifies_itself = item.certifies_itself();
             run.push(item);
             if certifies_itself {
                 // Everything in the run links to this certified block, so all of it is final.

@@ -4,7 +4,10 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use mesh_ledger::{Address, Hash};
 
-use crate::types::{Block, BlockId, CertifiedBlock, Evidence, Header, Height, Message, View, Vote};
+use crate::epoch::EpochInfo;
+use crate::types::{
+    Block, BlockId, CertifiedBlock, Epoch, Evidence, Header, Height, Message, Round, View, Vote,
+};
 
 /// Something that happened to this validator.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -41,6 +44,10 @@ pub enum Input {
     /// finality certificate over a descendant can finalize them. Blocks at or below the
     /// finalized height, oversized ones and any beyond `Limits::sync_blocks_max` are ignored.
     BlocksRecovered { blocks: Vec<Block> },
+    /// The next epoch, after [`Output::EpochEnded`]: the driver has committed (and synced) the
+    /// boundary block and read the sets from its state. Ignored unless it is the epoch after
+    /// the current one and its base is the boundary block this machine finalized.
+    EnterEpoch(EpochInfo),
 }
 
 /// Work for the driver, in the order it must be done.
@@ -97,6 +104,11 @@ pub enum Output {
     /// after every validator restarted this copy may be the only one left
     /// (docs/consensus.md, "Relaying certificates"). Nothing has to be sent.
     Certified(Message),
+    /// The epoch's boundary block is final (its `Finalize` came just before): the machine no
+    /// longer proposes or votes in `epoch`. Once the block is committed, answer with
+    /// `Input::EnterEpoch` for the next epoch (after a restart between the two, start the
+    /// machine in the next epoch directly).
+    EpochEnded { epoch: Epoch, boundary: BlockId },
 }
 
 /// The votes this validator has signed that constrain what it may sign next, kept so a
@@ -105,6 +117,10 @@ pub enum Output {
 /// *Invariant:* the driver has made this durable before any vote it records leaves the node.
 #[derive(Debug, Clone, PartialEq, Eq, Default, BorshSerialize, BorshDeserialize)]
 pub struct SafetyState {
+    /// The epoch the votes below belong to. A state of an earlier epoch than the one a
+    /// restarted machine enters is void (that epoch's boundary is committed, so none of its
+    /// votes can be signed again); one of a later epoch means the store is damaged.
+    pub epoch: Epoch,
     /// Highest view this validator voted in.
     pub view: View,
     /// Views at or below this one are closed: no vote may be signed in them. Raised when a
@@ -131,9 +147,20 @@ impl SafetyState {
         })
     }
 
+    /// The empty state of a new epoch.
+    pub fn of_epoch(epoch: Epoch) -> SafetyState {
+        SafetyState {
+            epoch,
+            ..SafetyState::default()
+        }
+    }
+
     /// Did this validator nullify `view`?
     pub fn nullified(&self, view: View) -> bool {
-        self.votes.contains(&Vote::Nullify(view))
+        self.votes.contains(&Vote::Nullify(Round {
+            epoch: self.epoch,
+            view,
+        }))
     }
 
     /// May it sign a notarize vote for `hash` in `view`? (Re-signing the same vote is
@@ -157,9 +184,9 @@ impl SafetyState {
         view > self.floor && self.finalized_in(view).is_none()
     }
 
-    /// Records a vote; false when it was already recorded.
+    /// Records a vote of this state's epoch; false when it was already recorded.
     pub(crate) fn record(&mut self, vote: Vote) -> bool {
-        if self.votes.contains(&vote) {
+        if vote.epoch() != self.epoch || self.votes.contains(&vote) {
             return false;
         }
         self.view = self.view.max(vote.view());

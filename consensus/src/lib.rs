@@ -17,8 +17,11 @@
 //! for the one ordering rule (persist, then speak).
 //!
 //! ## The protocol, step by step
-//! 1. Views are numbered from 1; the leader of view `v` is validator `v mod n` in address
-//!    order. Entering a view arms a timer (`ScheduleTimeout`).
+//! 0. Heights are grouped in **epochs** of `epoch_blocks` (ADR 003); each epoch is its own
+//!    instance of the steps below with the set in force for it, told to the machine as an
+//!    [`EpochInfo`]. Every vote names its epoch and counts in no other.
+//! 1. Views are numbered from 1 in each epoch; the leader of view `v` is validator `v mod n`
+//!    in address order. Entering a view arms a timer (`ScheduleTimeout`).
 //! 2. The leader picks the parent: the block of the newest earlier view that is notarized (or
 //!    finalized) such that every view after it was nullified. It asks the application for a
 //!    payload (`BuildPayload`), then broadcasts a `Propose` carrying the block and its own
@@ -39,11 +42,15 @@
 //!    ancestors are final (`Finalize`, ascending heights). Missing blocks are fetched with
 //!    `RequestSync` and come back as `BlocksSynced`, whose certificates are checked.
 //! 7. Timeouts double on consecutive nullified views (capped) and reset on a notarization.
+//! 8. Nothing is built above the epoch's last height: there, leaders **re-propose** the
+//!    certified boundary block (same height and hash, no payload) until it is final. Then the
+//!    machine emits `EpochEnded` and waits for `Input::EnterEpoch` with the next set, which the
+//!    driver reads from the committed boundary block's state.
 //!
 //! Good case: propose, notarize, finalize — three message delays to finality.
 //!
-//! Signatures: every vote is ed25519 over domain-separated bytes (`mesh/vote/notarize/v1`,
-//! `mesh/vote/finalize/v1`, `mesh/vote/nullify/v1`); certificates and votes that arrive
+//! Signatures: every vote is ed25519 over domain-separated bytes (`mesh/vote/notarize/v2`,
+//! `mesh/vote/finalize/v2`, `mesh/vote/nullify/v2`); certificates and votes that arrive
 //! together (`Input::Messages`) are checked as one batch.
 //!
 //! ## Deviations from the paper
@@ -53,6 +60,7 @@
 //! `docs/consensus.md` has the safety and liveness arguments.
 
 mod config;
+mod epoch;
 mod finality;
 mod io;
 mod keys;
@@ -63,12 +71,13 @@ mod types;
 mod votes;
 
 pub use config::{Config, Limits, Timeouts};
+pub use epoch::EpochInfo;
 pub use io::{Input, Output, SafetyState};
-pub use machine::{Consensus, Stats};
+pub use machine::{Consensus, RestoreError, Stats};
 pub use report::{NoBlockReason, ViewOutcome, ViewReport};
 pub use types::{
-    Block, BlockId, CertError, Certificate, CertificateSubject, CertifiedBlock, Evidence,
-    FinalityCertificate, Header, Height, Message, Notarization, Nullification, Proposal,
+    Block, BlockId, CertError, Certificate, CertificateSubject, CertifiedBlock, Epoch, Evidence,
+    FinalityCertificate, Header, Height, Message, Notarization, Nullification, Proposal, Round,
     SignedVote, ValidatorSignature, View, Vote, FINALIZE_DOMAIN, NOTARIZE_DOMAIN, NULLIFY_DOMAIN,
 };
 
@@ -92,4 +101,18 @@ pub enum Rejection {
     BatchTooLarge { max: usize },
     #[error("invalid synced blocks: {reason}")]
     InvalidSync { reason: &'static str },
+    /// A message of an epoch this machine is not in: an earlier one (an honest laggard sends
+    /// these), or one too far ahead to verify. Dropped and counted, never tallied.
+    #[error("message from {signer} for epoch {epoch}, but this validator is in epoch {current}")]
+    WrongEpoch {
+        signer: Address,
+        epoch: Epoch,
+        current: Epoch,
+    },
+    #[error("invalid proposal from {signer} in view {view}: {reason}")]
+    InvalidProposal {
+        signer: Address,
+        view: View,
+        reason: &'static str,
+    },
 }

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use mesh_ledger::{Address, Hash, SecretKey};
 
 use crate::config::Config;
+use crate::epoch::{Committee, EpochInfo};
 use crate::io::{Input, Output, SafetyState};
 use crate::tally::ViewState;
 use crate::types::{
-    Block, BlockId, FinalityCertificate, Header, Height, Message, Proposal, View, Vote,
+    Block, BlockId, Epoch, FinalityCertificate, Header, Height, Message, Proposal, Round, View,
+    Vote,
 };
 use crate::Rejection;
 
@@ -27,6 +29,31 @@ pub struct Stats {
     pub views_without_block: u64,
     /// Blocks accepted through [`Input::BlocksRecovered`].
     pub blocks_recovered: u64,
+    /// Messages refused because they belong to another epoch ([`Rejection::WrongEpoch`]).
+    pub wrong_epoch_messages: u64,
+    /// Epochs entered through [`Input::EnterEpoch`].
+    pub epochs_entered: u64,
+    /// Re-proposals of a boundary block this validator made as leader.
+    pub reproposals: u64,
+}
+
+/// Why a machine cannot be rebuilt from what the driver stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "the stored safety state is of epoch {stored}, ahead of epoch {epoch} that the \
+         committed chain is in: the store is damaged"
+    )]
+    SafetyStateAhead { stored: Epoch, epoch: Epoch },
+    #[error(
+        "the last finalized block (height {height}, epoch {block_epoch}) is not in epoch \
+         {epoch} nor its base"
+    )]
+    FinalizedOutsideEpoch {
+        height: Height,
+        block_epoch: Epoch,
+        epoch: Epoch,
+    },
 }
 
 /// One validator's Simplex consensus, driven by [`Consensus::on_input`].
@@ -35,8 +62,16 @@ pub struct Consensus {
     pub(crate) config: Config,
     pub(crate) key: SecretKey,
     pub(crate) me: Address,
-    pub(crate) quorum: u64,
-    pub(crate) keys: crate::keys::KeyCache,
+    /// The epoch this machine is in, and its set.
+    pub(crate) epoch: Epoch,
+    pub(crate) committee: Committee,
+    /// The next epoch's set: finality certificates of that epoch are checked with it before
+    /// the machine enters it, and its keys are ready when it does.
+    pub(crate) next_committee: Committee,
+    /// The epoch's boundary block is final: nothing more is proposed or voted in this epoch.
+    pub(crate) ended: bool,
+    /// The highest verified finality certificate of the next epoch, applied on entering it.
+    pub(crate) next_finality: Option<FinalityCertificate>,
     pub(crate) safety: SafetyState,
     pub(crate) now_ms: u64,
     /// The view this validator is in: it entered it on a certificate for the previous view.
@@ -44,7 +79,8 @@ pub struct Consensus {
     pub(crate) view_deadline_ms: u64,
     /// Views in a row that ended by nullification; drives the timeout back-off.
     pub(crate) failed_views: u32,
-    /// The highest finalized block.
+    /// The highest finalized block of this epoch, or its base (the previous boundary block) as
+    /// view 0 of this epoch.
     pub(crate) finalized: BlockId,
     /// The certificate of `finalized` (None for genesis), re-sent to help laggards.
     pub(crate) finality: Option<FinalityCertificate>,
@@ -52,6 +88,10 @@ pub struct Consensus {
     pub(crate) pending_finality: Option<FinalityCertificate>,
     /// Highest height already asked for with `RequestSync`.
     pub(crate) sync_requested_to: Height,
+    /// How far the chain reached, as messages of later epochs claim (unverified): a laggard
+    /// fetches up to there, one epoch at a time, since each epoch's blocks are checked with
+    /// that epoch's set.
+    pub(crate) sync_hint: Height,
     pub(crate) views: BTreeMap<View, ViewState>,
     /// Blocks above `finalized` that the application found valid.
     pub(crate) blocks: BTreeMap<Hash, Block>,
@@ -69,44 +109,78 @@ pub struct Consensus {
 }
 
 impl Consensus {
-    /// A fresh validator at genesis. Call [`Consensus::start`] before feeding inputs.
-    pub fn new(config: Config, key: SecretKey) -> Consensus {
-        let genesis = BlockId {
-            view: View(0),
-            height: Height(0),
-            hash: config.genesis_hash,
-        };
-        Consensus::restore(config, key, SafetyState::default(), genesis, None)
+    /// A fresh validator at the start of `epoch` (at genesis: [`EpochInfo::genesis`]). Call
+    /// [`Consensus::start`] before feeding inputs.
+    pub fn new(config: Config, key: SecretKey, epoch: EpochInfo) -> Consensus {
+        let base = epoch.base;
+        let safety = SafetyState::of_epoch(epoch.epoch);
+        let restored = Consensus::restore(config, key, epoch, safety, base, None);
+        // A fresh safety state of the epoch and the epoch's own base cannot be refused.
+        restored.unwrap_or_else(|_| unreachable!("a fresh epoch always restores"))
     }
 
     /// Rebuilds a validator after a restart from its durable safety state and the highest
-    /// finalized block (with its certificate, None at genesis). It will never sign a vote that
-    /// conflicts with one recorded in `safety`.
+    /// finalized block (with its certificate, None at genesis). `epoch` is the epoch that
+    /// block is in — or, when it is a boundary block, the next one. The machine will never sign
+    /// a vote that conflicts with one recorded in `safety`; a safety state of an earlier epoch
+    /// is void and dropped, one of a later epoch is refused.
     pub fn restore(
         config: Config,
         key: SecretKey,
+        epoch: EpochInfo,
         safety: SafetyState,
         last_finalized: BlockId,
         certificate: Option<FinalityCertificate>,
-    ) -> Consensus {
+    ) -> Result<Consensus, RestoreError> {
+        let current = epoch.epoch;
+        if safety.epoch > current {
+            return Err(RestoreError::SafetyStateAhead {
+                stored: safety.epoch,
+                epoch: current,
+            });
+        }
+        let safety = if safety.epoch < current {
+            SafetyState::of_epoch(current)
+        } else {
+            safety
+        };
+        let base = epoch.base_in_epoch();
+        let finalized = if last_finalized.height == base.height && last_finalized.hash == base.hash
+        {
+            base
+        } else if last_finalized.epoch == current && last_finalized.height > base.height {
+            last_finalized
+        } else {
+            return Err(RestoreError::FinalizedOutsideEpoch {
+                height: last_finalized.height,
+                block_epoch: last_finalized.epoch,
+                epoch: current,
+            });
+        };
         let me = key.address();
-        let quorum = config.quorum_power();
-        let keys = crate::keys::KeyCache::new(&config.validators);
-        Consensus {
-            view: safety.view.max(last_finalized.view.next()),
+        let weak = config.mutation_weak_quorum;
+        let committee = Committee::new(epoch.validators, weak);
+        let next_committee = Committee::new(epoch.next_validators, weak);
+        let ended = finalized.height >= config.last_height(current);
+        Ok(Consensus {
+            view: safety.view.max(finalized.view.next()),
             config,
             key,
             me,
-            quorum,
-            keys,
+            epoch: current,
+            committee,
+            next_committee,
+            ended,
+            next_finality: None,
             safety,
             now_ms: 0,
             view_deadline_ms: 0,
             failed_views: 0,
-            finalized: last_finalized,
+            finalized,
             finality: certificate,
             pending_finality: None,
-            sync_requested_to: last_finalized.height,
+            sync_requested_to: finalized.height,
+            sync_hint: finalized.height,
             views: BTreeMap::new(),
             blocks: BTreeMap::new(),
             build_requested: None,
@@ -117,7 +191,7 @@ impl Consensus {
             outputs: Vec::new(),
             last_rejection: None,
             stats: Stats::default(),
-        }
+        })
     }
 
     /// Enters the first view: arms its timer and, when leading, asks for a payload.
@@ -137,6 +211,14 @@ impl Consensus {
             self.count_vote(vote.sign(&self.key, &self.config.chain_id));
         }
         self.enter_view(self.view, false);
+        if self.ended {
+            // Restarted after the boundary was final but before the next epoch was entered:
+            // ask again.
+            self.outputs.push(Output::EpochEnded {
+                epoch: self.epoch,
+                boundary: self.finalized,
+            });
+        }
         self.advance();
         std::mem::take(&mut self.outputs)
     }
@@ -173,6 +255,10 @@ impl Consensus {
                 self.on_blocks_recovered(blocks);
                 Ok(())
             }
+            Input::EnterEpoch(info) => {
+                self.on_enter_epoch(info);
+                Ok(())
+            }
         };
         if let Err(rejection) = result {
             self.reject(rejection);
@@ -192,9 +278,30 @@ impl Consensus {
         self.views.get(&view)?.proposal.as_ref()
     }
 
-    /// The highest finalized block.
+    /// The highest finalized block of this epoch, or the epoch's base as its view 0.
     pub fn finalized(&self) -> BlockId {
         self.finalized
+    }
+
+    /// The epoch this machine is in.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Whether this epoch's boundary block is final and the machine waits for
+    /// [`Input::EnterEpoch`].
+    pub fn epoch_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Whether this validator's key has voting power in the current epoch.
+    pub fn is_voter(&self) -> bool {
+        self.committee.set.power_of(&self.me) > 0
+    }
+
+    /// The leader of `view` in the current epoch.
+    pub fn leader(&self, view: View) -> Address {
+        self.committee.leader(view)
     }
 
     /// The current safety state (what the last `PersistSafetyState` carried).
@@ -219,7 +326,10 @@ impl Consensus {
 
     /// Checks a vote's signature with the cached key of its signer (false for non-members).
     pub(crate) fn vote_signature_is_valid(&self, signed: &crate::SignedVote) -> bool {
-        let Some(index) = self.config.validators.index_of(&signed.signer) else {
+        if signed.vote.epoch() != self.epoch {
+            return false;
+        }
+        let Some(index) = self.committee.set.index_of(&signed.signer) else {
             return false;
         };
         let vote = signed.vote;
@@ -228,7 +338,9 @@ impl Consensus {
             &self.config.chain_id,
             &vote.signed_payload(),
         );
-        self.keys.verify(index, &message, &signed.signature)
+        self.committee
+            .keys
+            .verify(index, &message, &signed.signature)
     }
 
     pub(crate) fn reject(&mut self, rejection: Rejection) {
@@ -255,8 +367,11 @@ impl Consensus {
                 break;
             }
             if let Some((_, state)) = self.views.pop_first() {
+                // A re-proposal shares its hash with the boundary block it names.
                 if let Some(proposal) = state.proposal {
-                    self.blocks.remove(&proposal.block.header.hash);
+                    if !proposal.block.header.is_reproposal() {
+                        self.blocks.remove(&proposal.block.header.hash);
+                    }
                 }
             }
         }
@@ -265,6 +380,9 @@ impl Consensus {
     /// Runs every rule that may fire after the state changed, until none does: move to the
     /// view after the highest certified one, vote notarize when allowed, propose when leader.
     pub(crate) fn advance(&mut self) {
+        if self.ended {
+            return;
+        }
         loop {
             let mut certified = None;
             for (view, state) in self.views.range(self.view..) {
@@ -307,11 +425,6 @@ impl Consensus {
         }
         self.report_view(view, true);
         self.enter_view(view.next(), progress);
-    }
-
-    /// Whether our key carries voting power; a full node's does not, and it only follows.
-    fn is_voter(&self) -> bool {
-        self.config.validators.power_of(&self.me) > 0
     }
 
     /// Records a vote in the safety state, asks for it to be persisted, then sends it and
@@ -386,8 +499,11 @@ impl Consensus {
 
     /// Does `header` extend a certified parent, one height up, with every skipped view
     /// nullified?
+    /// At the epoch's last height only a re-proposal of the certified boundary block counts,
+    /// and nothing is ever certified above it.
     pub(crate) fn parent_is_certified(&self, header: &Header) -> bool {
-        if header.parent_view >= header.view {
+        let last = self.config.last_height(self.epoch);
+        if header.epoch != self.epoch || header.parent_view >= header.view || header.height > last {
             return false;
         }
         let parent = if header.parent_view == self.finalized.view {
@@ -404,7 +520,12 @@ impl Consensus {
             })
         };
         let Some(parent) = parent else { return false };
-        if parent.hash != header.parent || parent.height.next() != header.height {
+        let links = if header.is_reproposal() {
+            parent.height == last && header.height == last
+        } else {
+            parent.height.next() == header.height
+        };
+        if parent.hash != header.parent || !links {
             return false;
         }
         let mut skipped = header.parent_view.next();
@@ -425,7 +546,7 @@ impl Consensus {
     /// known.
     fn try_propose(&mut self) {
         let view = self.view;
-        if self.config.leader(view) != self.me
+        if self.committee.leader(view) != self.me
             || self
                 .build_requested
                 .is_some_and(|(requested, _)| requested >= view)
@@ -437,7 +558,27 @@ impl Consensus {
         let Some(parent) = self.certified_parent(view) else {
             return;
         };
+        let last = self.config.last_height(self.epoch);
+        if parent.height > last {
+            return;
+        }
         self.build_requested = Some((view, parent));
+        if parent.height == last {
+            // Nothing may be built above the boundary: propose it again until it is final.
+            let header = Header {
+                epoch: self.epoch,
+                view,
+                height: last,
+                parent_view: parent.view,
+                parent: parent.hash,
+                hash: parent.hash,
+            };
+            if self.is_voter() && self.safety.may_notarize(view, header.hash) {
+                self.stats.reproposals += 1;
+                self.propose(header, Vec::new());
+            }
+            return;
+        }
         self.outputs.push(Output::BuildPayload {
             view,
             height: parent.height.next(),
@@ -467,16 +608,27 @@ impl Consensus {
         if self.safety.notarized_in(view).is_some()
             || self.safety.nullified(view)
             || !self.safety.may_notarize(view, block_hash)
+            || block_hash == parent.hash
         {
             return Ok(());
         }
         let header = Header {
+            epoch: self.epoch,
             view,
             height: parent.height.next(),
             parent_view: parent.view,
             parent: parent.hash,
             hash: block_hash,
         };
+        self.propose(header, payload);
+        Ok(())
+    }
+
+    /// Signs and sends our proposal of `header` (the leader's notarize vote), persisting the
+    /// vote first.
+    fn propose(&mut self, header: Header, payload: Vec<u8>) {
+        let view = header.view;
+        let block_hash = header.hash;
         let block = Block { header, payload };
         let vote = Vote::Notarize(header);
         // Persist before the proposal leaves: it carries our notarize signature.
@@ -493,12 +645,13 @@ impl Consensus {
         };
         self.outputs
             .push(Output::Broadcast(Message::Propose(proposal.clone())));
-        self.blocks.insert(block_hash, block);
+        if !header.is_reproposal() {
+            self.blocks.insert(block_hash, block);
+        }
         let state = self.views.entry(view).or_default();
         state.proposal = Some(proposal);
         state.verdict = Some(true);
         self.count_vote(signed);
-        Ok(())
     }
 
     fn on_payload_verified(&mut self, view: View, block_hash: Hash, valid: bool) {
@@ -512,7 +665,7 @@ impl Consensus {
             return;
         }
         state.verdict = Some(valid);
-        if valid {
+        if valid && !proposal.block.header.is_reproposal() {
             self.blocks.insert(block_hash, proposal.block.clone());
         }
     }
@@ -523,11 +676,30 @@ impl Consensus {
         if view != self.view || self.now_ms < self.view_deadline_ms {
             return;
         }
+        if self.ended {
+            // Waiting for the next epoch: peers still in this one need the boundary's
+            // certificate to leave it.
+            if let Some(cert) = &self.finality {
+                let message = Message::Finalization(cert.clone());
+                self.outputs.push(Output::Broadcast(message));
+            }
+            let timeout_ms = self.config.timeouts.view_timeout_ms(self.failed_views);
+            self.view_deadline_ms = self.now_ms.saturating_add(timeout_ms);
+            self.outputs.push(Output::ScheduleTimeout {
+                view,
+                at_ms: self.view_deadline_ms,
+            });
+            return;
+        }
         self.report_view(view, false);
         // Re-send first: the nullify vote cast just below is sent once, after its persist.
         self.rebroadcast_justification(view);
         if self.safety.may_nullify(view) && !self.safety.nullified(view) {
-            self.cast_vote(Vote::Nullify(view));
+            let round = Round {
+                epoch: self.epoch,
+                view,
+            };
+            self.cast_vote(Vote::Nullify(round));
         }
         if let Some(cert) = &self.pending_finality {
             let to = cert.subject.height;
@@ -535,6 +707,15 @@ impl Consensus {
                 from: self.finalized.height.next(),
                 to,
             });
+        } else {
+            // A request for what later epochs claim may have been lost: ask again.
+            let to = self.sync_hint.min(self.config.last_height(self.epoch));
+            if to > self.finalized.height {
+                self.outputs.push(Output::RequestSync {
+                    from: self.finalized.height.next(),
+                    to,
+                });
+            }
         }
         // Our own vote may have completed the nullification: then the next view's timer
         // replaces this one.
@@ -590,5 +771,74 @@ impl Consensus {
         }
         self.outputs
             .extend(messages.into_iter().map(Output::Broadcast));
+    }
+}
+
+impl Consensus {
+    /// Enters the next epoch once its boundary block is final here and committed by the
+    /// driver: the announced next set becomes current (its keys were decoded already), every
+    /// view of the old epoch is dropped, and the buffered messages of the new one are replayed.
+    fn on_enter_epoch(&mut self, info: EpochInfo) {
+        if !self.ended
+            || info.epoch != self.epoch.next()
+            || info.base.hash != self.finalized.hash
+            || info.base.height != self.finalized.height
+        {
+            return;
+        }
+        let weak = self.config.mutation_weak_quorum;
+        let next = Committee::new(info.next_validators.clone(), weak);
+        let announced = std::mem::replace(&mut self.next_committee, next);
+        // The set was announced a whole epoch ahead; the driver read the same from state.
+        self.committee = if announced.set == info.validators {
+            announced
+        } else {
+            Committee::new(info.validators.clone(), weak)
+        };
+        self.epoch = info.epoch;
+        self.ended = false;
+        self.finalized = info.base_in_epoch();
+        self.views.clear();
+        self.blocks.clear();
+        self.build_requested = None;
+        self.pending_finality = None;
+        self.evidence_seen.clear();
+        self.helped.clear();
+        self.helped_in_view.clear();
+        self.failed_views = 0;
+        self.sync_requested_to = self.sync_requested_to.max(self.finalized.height);
+        // Persisted before any vote of the new epoch leaves (the usual ordering rule).
+        self.safety = SafetyState::of_epoch(self.epoch);
+        self.outputs
+            .push(Output::PersistSafetyState(self.safety.clone()));
+        self.stats.epochs_entered += 1;
+        self.enter_view(View(1), true);
+        if let Some(cert) = self.next_finality.take() {
+            if cert.subject.epoch == self.epoch {
+                self.note_finality(cert);
+            }
+        }
+        // A laggard goes on to the next epoch's blocks at once.
+        self.request_sync_to_hint();
+    }
+
+    /// A message of a later `epoch` claims the chain reached the end of the epoch before it.
+    /// Unverified (no set to check it with yet), so it only raises what we fetch: at most one
+    /// request per epoch entered, clipped to our boundary.
+    pub(crate) fn note_later_epoch(&mut self, epoch: Epoch) {
+        let reached = Height(self.config.schedule.last(epoch.0.saturating_sub(1)));
+        self.sync_hint = self.sync_hint.max(reached);
+        self.request_sync_to_hint();
+    }
+
+    fn request_sync_to_hint(&mut self) {
+        let to = self.sync_hint.min(self.config.last_height(self.epoch));
+        if !self.ended && to > self.finalized.height && to > self.sync_requested_to {
+            self.sync_requested_to = to;
+            self.outputs.push(Output::RequestSync {
+                from: self.finalized.height.next(),
+                to,
+            });
+        }
     }
 }

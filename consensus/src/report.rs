@@ -143,11 +143,11 @@ impl Consensus {
                 let voters = state.voters(&Vote::Notarize(header));
                 let power = voters
                     .iter()
-                    .map(|signer| self.config.validators.power_of(signer))
+                    .map(|signer| self.committee.set.power_of(signer))
                     .fold(0u64, u64::saturating_add);
                 let missing = self
-                    .config
-                    .validators
+                    .committee
+                    .set
                     .validators()
                     .iter()
                     .map(|validator| validator.address)
@@ -155,7 +155,7 @@ impl Consensus {
                     .collect();
                 NoBlockReason::TooFewVotes {
                     power,
-                    quorum: self.quorum,
+                    quorum: self.committee.quorum,
                     missing,
                 }
             }
@@ -171,7 +171,7 @@ impl Consensus {
         }
         self.outputs.push(crate::Output::ViewReport(ViewReport {
             view,
-            leader: self.config.leader(view),
+            leader: self.committee.leader(view),
             ended,
             outcome,
         }));

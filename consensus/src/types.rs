@@ -10,11 +10,51 @@ use mesh_ledger::{encoding, Address, Hash, SecretKey, Signature, ValidatorSet};
 use crate::keys::KeyCache;
 
 /// Signing domain of notarize votes (and of a leader's proposal, which is its notarize vote).
-pub const NOTARIZE_DOMAIN: Domain = Domain(b"mesh/vote/notarize/v1");
+/// `v2`: every subject names its epoch (ADR 003), so a vote counts only in the epoch it names.
+pub const NOTARIZE_DOMAIN: Domain = Domain(b"mesh/vote/notarize/v2");
 /// Signing domain of finalize votes.
-pub const FINALIZE_DOMAIN: Domain = Domain(b"mesh/vote/finalize/v1");
+pub const FINALIZE_DOMAIN: Domain = Domain(b"mesh/vote/finalize/v2");
 /// Signing domain of nullify votes.
-pub const NULLIFY_DOMAIN: Domain = Domain(b"mesh/vote/nullify/v1");
+pub const NULLIFY_DOMAIN: Domain = Domain(b"mesh/vote/nullify/v2");
+
+/// An epoch: the run of heights one validator set signs (`mesh_ledger::EpochSchedule`). Each
+/// epoch is its own Simplex instance, with views numbered from 1.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    BorshSerialize,
+    BorshDeserialize,
+)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch after this one (saturating).
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A round of consensus: a view of one epoch. What a nullify vote is about.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, BorshSerialize, BorshDeserialize,
+)]
+pub struct Round {
+    pub epoch: Epoch,
+    pub view: View,
+}
 
 /// A consensus view (round). View 0 belongs to the genesis block; voting starts at view 1.
 #[derive(
@@ -64,9 +104,11 @@ impl std::fmt::Display for Height {
     }
 }
 
-/// What a finalize vote and a finality certificate are about: one block in one view.
+/// What a finalize vote and a finality certificate are about: one block in one view of one
+/// epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
 pub struct BlockId {
+    pub epoch: Epoch,
     pub view: View,
     pub height: Height,
     pub hash: Hash,
@@ -74,8 +116,13 @@ pub struct BlockId {
 
 /// What a notarize vote is about: a block and the parent it extends. Signing the parent lets a
 /// notarization vouch for the link, which the parent-validity rule relies on.
+///
+/// A **re-proposal** names its parent as its own block (`hash == parent`, same height): at an
+/// epoch's last height no new block may be built, so leaders propose the certified boundary
+/// block again until it is final (ADR 003 §3). It carries no payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
 pub struct Header {
+    pub epoch: Epoch,
     pub view: View,
     pub height: Height,
     pub parent_view: View,
@@ -87,9 +134,25 @@ impl Header {
     /// The block this header names.
     pub fn id(&self) -> BlockId {
         BlockId {
+            epoch: self.epoch,
             view: self.view,
             height: self.height,
             hash: self.hash,
+        }
+    }
+
+    /// Whether this header re-proposes its parent (see [`Header`]).
+    pub fn is_reproposal(&self) -> bool {
+        self.hash == self.parent
+    }
+}
+
+impl BlockId {
+    /// The round the block was certified in.
+    pub fn round(&self) -> Round {
+        Round {
+            epoch: self.epoch,
+            view: self.view,
         }
     }
 }
@@ -117,7 +180,7 @@ pub enum Vote {
     /// "I saw this block notarized before my timer for its view fired."
     Finalize(BlockId),
     /// "Nothing was notarized in time in this view; move on."
-    Nullify(View),
+    Nullify(Round),
 }
 
 impl Vote {
@@ -126,7 +189,16 @@ impl Vote {
         match self {
             Vote::Notarize(header) => header.view,
             Vote::Finalize(id) => id.view,
-            Vote::Nullify(view) => *view,
+            Vote::Nullify(round) => round.view,
+        }
+    }
+
+    /// The epoch the vote belongs to: it counts in no other.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Vote::Notarize(header) => header.epoch,
+            Vote::Finalize(id) => id.epoch,
+            Vote::Nullify(round) => round.epoch,
         }
     }
 
@@ -144,7 +216,7 @@ impl Vote {
         match self {
             Vote::Notarize(header) => encoding::encode(header),
             Vote::Finalize(id) => encoding::encode(id),
-            Vote::Nullify(view) => encoding::encode(view),
+            Vote::Nullify(round) => encoding::encode(round),
         }
     }
 
@@ -205,7 +277,7 @@ impl CertificateSubject for BlockId {
     }
 }
 
-impl CertificateSubject for View {
+impl CertificateSubject for Round {
     fn as_vote(&self) -> Vote {
         Vote::Nullify(*self)
     }
@@ -222,7 +294,7 @@ pub struct Certificate<S> {
 /// A quorum of notarize votes: the block may be built upon and finalize votes may follow.
 pub type Notarization = Certificate<Header>;
 /// A quorum of nullify votes: the view may be skipped.
-pub type Nullification = Certificate<View>;
+pub type Nullification = Certificate<Round>;
 /// A quorum of finalize votes: the block, and every ancestor, is final.
 pub type FinalityCertificate = Certificate<BlockId>;
 
@@ -327,6 +399,11 @@ impl<S: CertificateSubject> Certificate<S> {
     pub fn view(&self) -> View {
         self.subject.as_vote().view()
     }
+
+    /// The epoch the certificate belongs to, whose set must have signed it.
+    pub fn epoch(&self) -> Epoch {
+        self.subject.as_vote().epoch()
+    }
 }
 
 impl FinalityCertificate {
@@ -353,21 +430,43 @@ impl Message {
             Message::Propose(proposal) => proposal.block.header.view,
             Message::Vote(vote) => vote.vote.view(),
             Message::Notarization(cert) => cert.subject.view,
-            Message::Nullification(cert) => cert.subject,
+            Message::Nullification(cert) => cert.subject.view,
             Message::Finalization(cert) => cert.subject.view,
+        }
+    }
+
+    /// The epoch the message is about.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Message::Propose(proposal) => proposal.block.header.epoch,
+            Message::Vote(vote) => vote.vote.epoch(),
+            Message::Notarization(cert) => cert.subject.epoch,
+            Message::Nullification(cert) => cert.subject.epoch,
+            Message::Finalization(cert) => cert.subject.epoch,
         }
     }
 }
 
 /// A finalized block with the certificate that proves it final, as stored and served by sync.
 ///
-/// The certificate is either over this block itself or over a descendant that was finalized
-/// in the same step (Simplex finalizes ancestors implicitly): then `certificate.block().height`
-/// is greater than the block's and the parent hashes link the two.
+/// The certificate is over this block itself; or over a re-proposal of it in a later view of
+/// its epoch (same height and hash, see [`Header`]); or over a descendant that was finalized in
+/// the same step (Simplex finalizes ancestors implicitly): then `certificate.block().height`
+/// is greater than the block's and the parent hashes link the two. Always by the set of the
+/// block's own epoch.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct CertifiedBlock {
     pub block: Block,
     pub certificate: FinalityCertificate,
+}
+
+impl CertifiedBlock {
+    /// Whether the certificate is over this very block (its own view's, or a re-proposal's),
+    /// rather than over a descendant.
+    pub fn certifies_itself(&self) -> bool {
+        let subject = self.certificate.subject;
+        subject.height == self.block.header.height && subject.hash == self.block.header.hash
+    }
 }
 
 /// Proof that a validator broke the protocol: two validly signed votes that no honest

@@ -5,7 +5,8 @@ use mesh_ledger::Address;
 
 use crate::machine::Consensus;
 use crate::types::{
-    FinalityCertificate, Message, Notarization, Nullification, Proposal, SignedVote, View, Vote,
+    Epoch, FinalityCertificate, Message, Notarization, Nullification, Proposal, SignedVote, View,
+    Vote,
 };
 use crate::{Output, Rejection};
 
@@ -18,19 +19,32 @@ pub(crate) enum Origin {
     Assembled,
 }
 
-/// Where a message's view sits relative to what we keep state for.
+/// Where a message's round sits relative to what we keep state for.
 enum ViewRange {
-    /// At or below the finalized view: decided already.
+    /// At or below the finalized view, or after the epoch ended: decided already.
     Stale,
     /// Within the window we tally.
     Current,
     /// Beyond the window: buffer per peer.
     FarFuture,
+    /// Of an earlier epoch: an honest laggard may send it; never counted.
+    PastEpoch,
+    /// Of the next epoch: its finality certificates are checked with the announced set, the
+    /// rest waits in the per-peer buffer until the machine enters that epoch.
+    NextEpoch,
+    /// Further ahead: no set to check it with.
+    BeyondNextEpoch,
 }
 
 impl Consensus {
-    fn classify(&self, view: View) -> ViewRange {
-        if view <= self.finalized.view {
+    fn classify(&self, epoch: Epoch, view: View) -> ViewRange {
+        if epoch < self.epoch {
+            ViewRange::PastEpoch
+        } else if epoch == self.epoch.next() {
+            ViewRange::NextEpoch
+        } else if epoch > self.epoch {
+            ViewRange::BeyondNextEpoch
+        } else if view <= self.finalized.view || self.ended {
             ViewRange::Stale
         } else if view.0
             > self
@@ -81,7 +95,7 @@ impl Consensus {
                         &self.config.chain_id,
                         &vote.signed_payload(),
                     );
-                    let index = self.config.validators.index_of(&signed.signer);
+                    let index = self.committee.set.index_of(&signed.signer);
                     (signed, bytes, index.unwrap_or(usize::MAX))
                 })
                 .collect();
@@ -94,7 +108,7 @@ impl Consensus {
                 })
                 .collect();
             let indices: Vec<usize> = votes.iter().map(|(_, _, index)| *index).collect();
-            items.len() > 1 && self.keys.verify_batch(&items, &indices)
+            items.len() > 1 && self.committee.keys.verify_batch(&items, &indices)
         };
         for ((from, message), included) in messages.into_iter().zip(in_batch) {
             let checked = batch_passed && included;
@@ -107,8 +121,8 @@ impl Consensus {
 
     fn needs_signature_check(&self, signed: &SignedVote) -> bool {
         let view = signed.vote.view();
-        matches!(self.classify(view), ViewRange::Current)
-            && self.config.validators.power_of(&signed.signer) > 0
+        matches!(self.classify(signed.vote.epoch(), view), ViewRange::Current)
+            && self.committee.set.power_of(&signed.signer) > 0
             && !self
                 .views
                 .get(&view)
@@ -121,6 +135,10 @@ impl Consensus {
         message: Message,
         signature_checked: bool,
     ) -> Result<(), Rejection> {
+        let epoch = message.epoch();
+        if epoch != self.epoch {
+            return self.on_other_epoch(from, message);
+        }
         match message {
             Message::Finalization(cert) => return self.on_finalization(cert),
             Message::Notarization(cert) => return self.on_notarization(cert),
@@ -133,7 +151,8 @@ impl Consensus {
         // and answering each with a certificate cost n² messages per view.
         let timed_out =
             matches!(&message, Message::Vote(vote) if matches!(vote.vote, crate::Vote::Nullify(_)));
-        match self.classify(message.view()) {
+        match self.classify(epoch, message.view()) {
+            ViewRange::PastEpoch | ViewRange::NextEpoch | ViewRange::BeyondNextEpoch => Ok(()),
             ViewRange::Stale => {
                 if timed_out {
                     self.help_lagging_peer(from);
@@ -151,6 +170,74 @@ impl Consensus {
                 _ => Ok(()),
             },
         }
+    }
+
+    /// A message of another epoch (ADR 003 §3). A nullify vote of an earlier one says its
+    /// sender is stuck there, and gets our finality certificate; a finality certificate of the
+    /// next one is checked with the announced set and kept, and says how far to sync; other
+    /// messages of the next epoch wait for it; everything else is refused and counted.
+    fn on_other_epoch(&mut self, from: Address, message: Message) -> Result<(), Rejection> {
+        let epoch = message.epoch();
+        // A finality certificate of the next epoch is verified below and fetches on its own;
+        // anything else from a later epoch is an unverified claim that the chain got there.
+        let verified_below =
+            epoch == self.epoch.next() && matches!(message, Message::Finalization(_));
+        if epoch > self.epoch && !verified_below {
+            self.note_later_epoch(epoch);
+        }
+        let signer = match &message {
+            Message::Vote(vote) => vote.signer,
+            _ => from,
+        };
+        let refused = Rejection::WrongEpoch {
+            signer,
+            epoch,
+            current: self.epoch,
+        };
+        match (self.classify(epoch, message.view()), message) {
+            (ViewRange::PastEpoch, Message::Vote(vote))
+                if matches!(vote.vote, Vote::Nullify(_)) =>
+            {
+                self.help_lagging_peer(from);
+                Ok(())
+            }
+            (ViewRange::NextEpoch, Message::Finalization(cert)) => self.on_next_finalization(cert),
+            (ViewRange::NextEpoch, message) => self.buffer_future(from, message),
+            _ => {
+                self.stats.wrong_epoch_messages += 1;
+                Err(refused)
+            }
+        }
+    }
+
+    /// A finality certificate of the next epoch proves this epoch ended: check it with the
+    /// announced set, keep the highest for when we enter that epoch, and fetch the blocks up to
+    /// our boundary (the blocks beyond it are checked in the next epoch).
+    fn on_next_finalization(&mut self, cert: FinalityCertificate) -> Result<(), Rejection> {
+        let known = self
+            .next_finality
+            .as_ref()
+            .is_some_and(|kept| kept.subject.height >= cert.subject.height);
+        if known {
+            self.stats.duplicates_ignored += 1;
+            return Ok(());
+        }
+        cert.verify_with_quorum(
+            &self.config.chain_id,
+            &self.next_committee.set,
+            self.next_committee.quorum,
+            Some(&self.next_committee.keys),
+        )?;
+        self.next_finality = Some(cert);
+        let last = self.config.last_height(self.epoch);
+        if self.finalized.height < last && self.sync_requested_to < last {
+            self.sync_requested_to = last;
+            self.outputs.push(Output::RequestSync {
+                from: self.finalized.height.next(),
+                to: last,
+            });
+        }
+        Ok(())
     }
 
     /// A peer that timed out in a finalized view missed our progress: send it our finality
@@ -219,11 +306,16 @@ impl Consensus {
             .view
             .0
             .saturating_add(self.config.limits.future_views_max);
+        let epoch = self.epoch;
         let mut ready = Vec::new();
         for (peer, buffer) in self.future.iter_mut() {
             let mut kept = std::collections::VecDeque::new();
             for message in buffer.drain(..) {
-                if message.view().0 <= window_end {
+                // Messages of an epoch left behind are dropped; the next epoch's wait.
+                if message.epoch() < epoch {
+                    continue;
+                }
+                if message.epoch() == epoch && message.view().0 <= window_end {
                     ready.push((*peer, message));
                 } else {
                     kept.push_back(message);
@@ -243,7 +335,14 @@ impl Consensus {
     fn on_proposal(&mut self, proposal: Proposal) -> Result<(), Rejection> {
         let header = proposal.block.header;
         let view = header.view;
-        let leader = self.config.leader(view);
+        let leader = self.committee.leader(view);
+        if header.is_reproposal() && !proposal.block.payload.is_empty() {
+            return Err(Rejection::InvalidProposal {
+                signer: leader,
+                view,
+                reason: "a re-proposal carries a payload",
+            });
+        }
         let max = self.config.limits.payload_bytes_max;
         if proposal.block.payload.len() > max {
             return Err(Rejection::PayloadTooLarge {
@@ -287,7 +386,7 @@ impl Consensus {
 
     fn on_vote(&mut self, signed: SignedVote, signature_checked: bool) -> Result<(), Rejection> {
         let view = signed.vote.view();
-        if self.config.validators.power_of(&signed.signer) == 0 {
+        if self.committee.set.power_of(&signed.signer) == 0 {
             return Err(Rejection::NotValidator {
                 signer: signed.signer,
             });
@@ -311,8 +410,11 @@ impl Consensus {
     /// Counts a vote whose signature is good; forms and spreads certificates at quorum.
     pub(crate) fn count_vote(&mut self, signed: SignedVote) {
         let view = signed.vote.view();
+        if signed.vote.epoch() != self.epoch {
+            return;
+        }
         let state = self.views.entry(view).or_default();
-        let tallied = state.add(signed, &self.config.validators, self.quorum);
+        let tallied = state.add(signed, &self.committee.set, self.committee.quorum);
         let certificate = tallied.quorum.then(|| match signed.vote {
             Vote::Notarize(header) => {
                 Certified::Notarization(state.certificate(&signed.vote, header))
@@ -348,6 +450,7 @@ impl Consensus {
     fn on_notarization(&mut self, cert: Notarization) -> Result<(), Rejection> {
         let view = cert.subject.view;
         if view <= self.finalized.view
+            || self.ended
             || self
                 .views
                 .get(&view)
@@ -358,17 +461,18 @@ impl Consensus {
         }
         cert.verify_with_quorum(
             &self.config.chain_id,
-            &self.config.validators,
-            self.quorum,
-            Some(&self.keys),
+            &self.committee.set,
+            self.committee.quorum,
+            Some(&self.committee.keys),
         )?;
         self.record_notarization(cert, Origin::Received);
         Ok(())
     }
 
     fn on_nullification(&mut self, cert: Nullification) -> Result<(), Rejection> {
-        let view = cert.subject;
+        let view = cert.subject.view;
         if view <= self.finalized.view
+            || self.ended
             || self
                 .views
                 .get(&view)
@@ -379,9 +483,9 @@ impl Consensus {
         }
         cert.verify_with_quorum(
             &self.config.chain_id,
-            &self.config.validators,
-            self.quorum,
-            Some(&self.keys),
+            &self.committee.set,
+            self.committee.quorum,
+            Some(&self.committee.keys),
         )?;
         self.record_nullification(cert, Origin::Received);
         Ok(())
@@ -401,11 +505,17 @@ impl Consensus {
             self.stats.duplicates_ignored += 1;
             return Ok(());
         }
+        if id.height > self.config.last_height(self.epoch) {
+            // Honest members sign nothing above the boundary: more than a third lied.
+            return Err(Rejection::InvalidSync {
+                reason: "finality certificate above the epoch's last height",
+            });
+        }
         cert.verify_with_quorum(
             &self.config.chain_id,
-            &self.config.validators,
-            self.quorum,
-            Some(&self.keys),
+            &self.committee.set,
+            self.committee.quorum,
+            Some(&self.committee.keys),
         )?;
         self.record_finalization(cert, Origin::Received);
         Ok(())
@@ -427,8 +537,8 @@ impl Consensus {
             Origin::Received => true,
             Origin::Assembled => {
                 let me = self.address();
-                self.config.leader(View(view.0.saturating_add(1))) == me
-                    || self.config.leader(View(view.0.saturating_add(2))) == me
+                self.committee.leader(View(view.0.saturating_add(1))) == me
+                    || self.committee.leader(View(view.0.saturating_add(2))) == me
             }
         }
     }
@@ -446,7 +556,7 @@ impl Consensus {
     }
 
     pub(crate) fn record_nullification(&mut self, cert: Nullification, origin: Origin) {
-        let view = cert.subject;
+        let view = cert.subject.view;
         let message = Message::Nullification(cert.clone());
         if self.relays(view, origin) {
             self.outputs.push(Output::Broadcast(message.clone()));
@@ -461,6 +571,12 @@ impl Consensus {
             self.outputs.push(Output::Broadcast(message.clone()));
         }
         self.outputs.push(Output::Certified(message));
+        self.note_finality(cert);
+    }
+
+    /// Keeps a finality certificate of this epoch as the one to apply (when higher than the
+    /// pending one) and in its view's state.
+    pub(crate) fn note_finality(&mut self, cert: FinalityCertificate) {
         let id = cert.subject;
         if id.height <= self.finalized.height {
             return;

@@ -84,10 +84,12 @@ fn restored_validator_never_votes_for_a_conflicting_block() {
     let mut restored = Consensus::restore(
         s.config.clone(),
         s.keys[0].clone(),
+        genesis_epoch(&s.keys),
         persisted.clone(),
         genesis_id(),
         None,
-    );
+    )
+    .unwrap();
     restored.start(20);
     s.machine = restored;
     let (other, proposal) = s.proposal(1, genesis_id(), b"second");
@@ -107,7 +109,7 @@ fn restored_validator_never_votes_for_a_conflicting_block() {
 fn notarization_of_a_later_view_jumps_ahead_and_still_finalize_votes() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
-    let nullified = s.certificate(View(1), &[1, 2, 3]);
+    let nullified = s.certificate(s.round(1), &[1, 2, 3]);
     s.step(
         10,
         s.from(1, Message::Nullification(nullified)),
@@ -135,7 +137,7 @@ fn notarization_of_a_later_view_jumps_ahead_and_still_finalize_votes() {
 fn a_peer_voting_in_a_closed_view_gets_the_closing_certificate() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
-    let nullified = s.certificate(View(1), &[1, 2, 3]);
+    let nullified = s.certificate(s.round(1), &[1, 2, 3]);
     s.step(
         10,
         s.from(1, Message::Nullification(nullified)),
@@ -145,13 +147,9 @@ fn a_peer_voting_in_a_closed_view_gets_the_closing_certificate() {
         ],
     );
     let laggard = s.keys[3].address();
-    s.step(
-        20,
-        s.vote(3, Vote::Nullify(View(1))),
-        &[Got::SendTo(laggard)],
-    );
+    s.step(20, s.vote(3, nullify(1)), &[Got::SendTo(laggard)]);
     // Not again within one timeout period.
-    s.step(21, s.vote(3, Vote::Nullify(View(1))), &[]);
+    s.step(21, s.vote(3, nullify(1)), &[]);
 }
 
 #[test]
@@ -190,12 +188,8 @@ fn stragglers_of_a_reached_quorum_get_no_certificate_but_a_timed_out_peer_does()
     // Likewise a finalize vote for the finalized view.
     s.step(40, s.vote(3, Vote::Finalize(header.id())), &[]);
     // A nullify vote there means the sender timed out without our progress: help it once.
-    s.step(
-        41,
-        s.vote(3, Vote::Nullify(View(1))),
-        &[Got::SendTo(laggard)],
-    );
-    s.step(42, s.vote(3, Vote::Nullify(View(1))), &[]);
+    s.step(41, s.vote(3, nullify(1)), &[Got::SendTo(laggard)]);
+    s.step(42, s.vote(3, nullify(1)), &[]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mesh_consensus::{
-    BlockId, CertError, Certificate, FinalityCertificate, Header, Height, SignedVote,
+    BlockId, CertError, Certificate, Epoch, FinalityCertificate, Header, Height, Round, SignedVote,
     ValidatorSignature, View, Vote,
 };
 use mesh_ledger::{encoding, Hash, SecretKey, Validator, ValidatorSet};
@@ -55,6 +55,7 @@ impl Committee {
 fn finality_certificate_verifies_and_round_trips() {
     let s = Committee::new();
     let id = BlockId {
+        epoch: Epoch(0),
         view: View(4),
         height: Height(2),
         hash: Hash::of(b"b"),
@@ -105,6 +106,7 @@ fn finality_certificate_verifies_and_round_trips() {
 fn vote_signing_bytes_are_stable() {
     // Golden: a change to the signed layout of a vote must be deliberate (bump the domain).
     let header = Header {
+        epoch: Epoch(3),
         view: View(1),
         height: Height(2),
         parent_view: View(0),
@@ -112,11 +114,24 @@ fn vote_signing_bytes_are_stable() {
         hash: Hash([2; 32]),
     };
     let bytes = Vote::Notarize(header).signed_payload();
-    assert_eq!(bytes.len(), 8 + 8 + 8 + 32 + 32);
-    assert_eq!(&bytes[..8], &1u64.to_le_bytes());
+    assert_eq!(bytes.len(), 8 + 8 + 8 + 8 + 32 + 32);
+    assert_eq!(&bytes[..8], &3u64.to_le_bytes());
+    assert_eq!(&bytes[8..16], &1u64.to_le_bytes());
+    let round = Round {
+        epoch: Epoch(3),
+        view: View(5),
+    };
     assert_eq!(
-        Vote::Nullify(View(5)).signed_payload(),
-        5u64.to_le_bytes().to_vec()
+        Vote::Nullify(round).signed_payload(),
+        [3u64.to_le_bytes(), 5u64.to_le_bytes()].concat()
     );
-    assert_eq!(mesh_consensus::NOTARIZE_DOMAIN.0, b"mesh/vote/notarize/v1");
+    let id = header.id();
+    assert_eq!(
+        Vote::Finalize(id).signed_payload().len(),
+        8 + 8 + 8 + 32,
+        "epoch, view, height, hash"
+    );
+    assert_eq!(mesh_consensus::NOTARIZE_DOMAIN.0, b"mesh/vote/notarize/v2");
+    assert_eq!(mesh_consensus::FINALIZE_DOMAIN.0, b"mesh/vote/finalize/v2");
+    assert_eq!(mesh_consensus::NULLIFY_DOMAIN.0, b"mesh/vote/nullify/v2");
 }

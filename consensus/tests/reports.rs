@@ -47,11 +47,8 @@ fn a_view_without_proposal_reports_it_on_timeout_and_when_nullified() {
         report.outcome,
         ViewOutcome::NoBlock(NoBlockReason::NoProposal)
     );
-    s.machine
-        .on_input(BASE_MS + 1, s.vote(2, Vote::Nullify(View(1))));
-    let outputs = s
-        .machine
-        .on_input(BASE_MS + 2, s.vote(3, Vote::Nullify(View(1))));
+    s.machine.on_input(BASE_MS + 1, s.vote(2, nullify(1)));
+    let outputs = s.machine.on_input(BASE_MS + 2, s.vote(3, nullify(1)));
     let report = only_report(&outputs);
     assert!(report.ended);
     assert_eq!(report.outcome.label(), "no_proposal");
@@ -168,6 +165,7 @@ fn recovered_blocks_at_or_below_the_finalized_height_are_ignored() {
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
     let stale = Block {
         header: Header {
+            epoch: Epoch(0),
             view: View(0),
             height: Height(0),
             parent_view: View(0),

@@ -134,15 +134,15 @@ fn timeout_nullifies_and_backs_off() {
         Input::Timeout { view: View(1) },
         &[
             Got::Persist,
-            Got::Vote(Vote::Nullify(View(1))),
+            Got::Vote(nullify(1)),
             Got::Timeout(View(1), 2 * BASE_MS),
         ],
     );
-    s.step(1_100, s.vote(1, Vote::Nullify(View(1))), &[]);
+    s.step(1_100, s.vote(1, nullify(1)), &[]);
     // Second consecutive failure: the next view waits twice as long.
     s.step(
         1_200,
-        s.vote(2, Vote::Nullify(View(1))),
+        s.vote(2, nullify(1)),
         &[
             // Assembled here, and validator 0 leads neither view 2 nor 3: not relayed.
             Got::Timeout(View(2), 1_200 + 2 * BASE_MS),
@@ -159,7 +159,7 @@ fn no_finalize_vote_after_nullifying_the_view() {
         Input::Timeout { view: View(1) },
         &[
             Got::Persist,
-            Got::Vote(Vote::Nullify(View(1))),
+            Got::Vote(nullify(1)),
             Got::Timeout(View(1), 2 * BASE_MS),
         ],
     );
@@ -180,7 +180,7 @@ fn no_finalize_vote_after_nullifying_the_view() {
 fn duplicate_votes_count_once() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
-    let vote = s.vote(2, Vote::Nullify(View(1)));
+    let vote = s.vote(2, nullify(1));
     s.step(10, vote.clone(), &[]);
     s.step(11, vote.clone(), &[]);
     s.step(12, vote, &[]);
@@ -192,8 +192,8 @@ fn duplicate_votes_count_once() {
 fn bad_signature_is_rejected() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
-    let mut signed = Vote::Nullify(View(1)).sign(&s.keys[2], CHAIN);
-    signed.signature = Vote::Nullify(View(2)).sign(&s.keys[2], CHAIN).signature;
+    let mut signed = nullify(1).sign(&s.keys[2], CHAIN);
+    signed.signature = nullify(2).sign(&s.keys[2], CHAIN).signature;
     s.step(10, s.from(2, Message::Vote(signed)), &[]);
     assert_eq!(
         s.machine.last_rejection(),
@@ -209,7 +209,7 @@ fn non_validator_is_rejected() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
     let outsider = SecretKey::from_seed([9; 32]);
-    let signed = Vote::Nullify(View(1)).sign(&outsider, CHAIN);
+    let signed = nullify(1).sign(&outsider, CHAIN);
     s.step(10, s.from(2, Message::Vote(signed)), &[]);
     assert_eq!(
         s.machine.last_rejection(),
@@ -234,7 +234,7 @@ fn equivocation_is_reported_once_and_not_counted() {
     );
     s.step(12, s.vote(3, Vote::Notarize(second)), &[]);
     // Finalize and nullify in one view contradict each other too (reported once per view).
-    s.step(13, s.vote(2, Vote::Nullify(View(1))), &[]);
+    s.step(13, s.vote(2, nullify(1)), &[]);
     s.step(
         14,
         s.vote(2, Vote::Finalize(first.id())),
@@ -309,7 +309,7 @@ fn proposal_with_uncertified_parent_waits() {
         &[],
     );
     // The nullification of view 1 arrives: view 2 begins and the waiting proposal gets a vote.
-    let cert = s.certificate(View(1), &[1, 2, 3]);
+    let cert = s.certificate(s.round(1), &[1, 2, 3]);
     s.step(
         20,
         s.from(3, Message::Nullification(cert)),
@@ -327,7 +327,7 @@ fn far_future_messages_wait_in_a_bounded_buffer() {
     let mut s = Script::new(0);
     s.start(&[Got::Timeout(View(1), BASE_MS)]);
     for view in 1_000..1_005 {
-        s.step(10, s.vote(2, Vote::Nullify(View(view))), &[]);
+        s.step(10, s.vote(2, nullify(view)), &[]);
     }
     let stats = s.machine.stats();
     assert_eq!(stats.future_messages_buffered, 5);
@@ -341,11 +341,11 @@ fn votes_arriving_together_are_batch_verified_and_a_bad_one_is_singled_out() {
     let good = |s: &Script, i: usize| {
         (
             s.keys[i].address(),
-            Message::Vote(Vote::Nullify(View(1)).sign(&s.keys[i], CHAIN)),
+            Message::Vote(nullify(1).sign(&s.keys[i], CHAIN)),
         )
     };
-    let mut bad = Vote::Nullify(View(1)).sign(&s.keys[3], CHAIN);
-    bad.signature = Vote::Nullify(View(9)).sign(&s.keys[3], CHAIN).signature;
+    let mut bad = nullify(1).sign(&s.keys[3], CHAIN);
+    bad.signature = nullify(9).sign(&s.keys[3], CHAIN).signature;
     // The batch fails as a whole, so each vote is checked alone: two count, one is refused.
     let messages = vec![
         good(&s, 1),
@@ -362,7 +362,7 @@ fn votes_arriving_together_are_batch_verified_and_a_bad_one_is_singled_out() {
         Input::Timeout { view: View(1) },
         &[
             Got::Persist,
-            Got::Vote(Vote::Nullify(View(1))),
+            Got::Vote(nullify(1)),
             Got::Timeout(View(2), BASE_MS + 2 * BASE_MS),
         ],
     );
@@ -416,12 +416,12 @@ fn an_observer_never_votes_and_its_certificates_hold_only_validators() {
         .expect("the observer finalizes from the validators' votes");
     assert_eq!(certificate.signatures.len(), 3);
     certificate
-        .verify(CHAIN, &s.config.validators)
+        .verify(CHAIN, &four_validators(&s.keys))
         .expect("every signer of the observer's certificate is a validator");
     // And its own notarization/finalization broadcasts carry only validators.
     for output in &outputs {
         if let Output::Broadcast(Message::Finalization(cert)) = output {
-            cert.verify(CHAIN, &s.config.validators).unwrap();
+            cert.verify(CHAIN, &four_validators(&s.keys)).unwrap();
         }
     }
 }

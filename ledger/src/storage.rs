@@ -52,7 +52,10 @@ use codec::TreeNodeKey;
 /// lists the repository's keys; tree hashes of protocol version 2.
 /// 4: headers of protocol version 3 (`next_validator_set_hash`), whose state holds the stake
 /// table, bonds, unbonding queues and epoch sets (ADR 003). Same column families as 3.
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: the node's consensus records (finality records, safety state, block and certificate
+/// journals) carry consensus headers and votes that name their epoch (ADR 003 step 3). Same
+/// column families as 4.
+pub const SCHEMA_VERSION: u32 = 5;
 
 const CF_META: &str = "meta";
 const CF_HEADERS: &str = "headers";

@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mesh_consensus::{Block as ConsensusBlock, BlockId, CertifiedBlock, FinalityCertificate};
-use mesh_consensus::{Header, Height, View};
+use mesh_consensus::{Epoch, EpochInfo, Header, Height, View};
 use mesh_ledger::encoding;
 use mesh_ledger::memory::Layered;
 use mesh_ledger::state::StateReader;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
     apply_block, build_block, Account, Address, Block, BlockError, BlockHeader, ChainContext,
-    ExecutedBlock, Genesis, Hash, SignedTransaction, StateKey, TxHash,
+    ExecutedBlock, Genesis, Hash, SignedTransaction, StateKey, TxHash, ValidatorSet,
 };
 
 use mesh_rpc::FinalizedEvent;
@@ -96,6 +96,12 @@ fn check_stored_sets(
     Ok(())
 }
 
+/// Whether `certificate` is over the block `id` itself: in its own view, or a re-proposal's
+/// (same height and hash, a later view), rather than over a descendant.
+fn certifies(certificate: &FinalityCertificate, id: &BlockId) -> bool {
+    certificate.subject.height == id.height && certificate.subject.hash == id.hash
+}
+
 /// A block just committed.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -150,6 +156,7 @@ impl Chain {
         let (head_id, head_certificate) = if head.height == 0 {
             (
                 BlockId {
+                    epoch: Epoch(0),
                     view: View(0),
                     height: Height(0),
                     hash: head_hash,
@@ -167,7 +174,7 @@ impl Chain {
                 .into());
             }
             let certificate = record.certificate();
-            let own = (certificate.subject == id).then(|| certificate.clone());
+            let own = certifies(certificate, &id).then(|| certificate.clone());
             (id, own)
         };
         Ok(Chain {
@@ -222,6 +229,51 @@ impl Chain {
     /// restoring consensus after a restart.
     pub fn finalized(&self) -> (BlockId, Option<FinalityCertificate>) {
         (self.head_id, self.head_certificate.clone())
+    }
+
+    /// The epoch consensus is in with the committed head (ADR 003 §3): the head's own epoch, or
+    /// the next one when the head is a boundary block; its set and the next one, read from the
+    /// committed state; and its base, the previous epoch's boundary block.
+    pub fn epoch_info(&self) -> Result<EpochInfo, ChainError> {
+        let schedule = self.ctx.params.schedule();
+        let height = self.head.height;
+        // The state after the head holds the sets of the next height's epoch and the one after.
+        let epoch = schedule.epoch_of(height.saturating_add(1));
+        let validators = self.stored_set(epoch)?;
+        let next_validators = self.stored_set(epoch.saturating_add(1))?;
+        let base = if epoch == 0 {
+            BlockId {
+                epoch: Epoch(0),
+                view: View(0),
+                height: Height(0),
+                hash: self.genesis_hash,
+            }
+        } else {
+            let base_height = schedule.last(epoch - 1);
+            if base_height == height {
+                self.head_id
+            } else {
+                Self::record_at(&self.store, base_height)?.header().id()
+            }
+        };
+        Ok(EpochInfo {
+            epoch: Epoch(epoch),
+            validators,
+            next_validators,
+            base,
+        })
+    }
+
+    fn stored_set(&self, epoch: u64) -> Result<ValidatorSet, ChainError> {
+        mesh_ledger::staking::epoch_set(self.store.as_ref(), epoch)
+            .map_err(StoreError::State)?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the state at height {} holds no validator set for epoch {epoch}",
+                    self.head.height
+                ))
+                .into()
+            })
     }
 
     /// Number of executed blocks waiting for finality.
@@ -378,6 +430,10 @@ impl Chain {
 
     /// Refuses a block whose end-of-epoch step stores a set other than genesis's.
     fn check_sets(&self, executed: &ExecutedBlock) -> Result<(), ChainError> {
+        // Sets are only ever computed by an epoch's last block; other blocks need no scan.
+        if !self.ctx.params.schedule().is_boundary(executed.height()) {
+            return Ok(());
+        }
         for (key, value) in &executed.changes {
             if let (Some(StateKey::EpochSet(epoch)), Some(set)) = (StateKey::decode(key), value) {
                 if *set != self.genesis_set {
@@ -453,7 +509,7 @@ impl Chain {
         self.head = header.clone();
         self.head_hash = hash;
         self.head_id = block.header.id();
-        self.head_certificate = (certificate.subject == self.head_id).then(|| certificate.clone());
+        self.head_certificate = certifies(certificate, &self.head_id).then(|| certificate.clone());
         // Everything at or below the new head is final or lost its race.
         let head_height = self.head.height;
         self.speculative.retain(|_, b| b.height() > head_height);

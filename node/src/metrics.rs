@@ -122,6 +122,7 @@ pub struct Metrics {
     pub payload_verify_duration: Histogram,
     pub blocks_proposed: Counter,
     pub views_nullified: Gauge,
+    pub epoch: Gauge,
     pub views_ended: Family<ViewOutcomeLabels, Counter>,
     pub blocks_fetched: Counter,
     pub rejected_messages: Family<RejectLabels, Counter>,
@@ -151,6 +152,7 @@ impl Metrics {
             payload_verify_duration: seconds(),
             blocks_proposed: Counter::default(),
             views_nullified: Gauge::default(),
+            epoch: Gauge::default(),
             views_ended: Family::default(),
             blocks_fetched: Counter::default(),
             rejected_messages: Family::default(),
@@ -235,6 +237,11 @@ impl Metrics {
             "views_nullified",
             "Views that ended without a block (timeouts)",
             metrics.views_nullified.clone(),
+        );
+        r.register(
+            "consensus_epoch",
+            "The epoch consensus is in: each epoch has its own validator set and views from 1",
+            metrics.epoch.clone(),
         );
         r.register(
             "views_ended",

@@ -302,25 +302,27 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     let chain = tokio::task::block_in_place(|| Chain::open(Arc::clone(&store), &genesis))?;
 
     let key = validator_key.unwrap_or_else(keys::generate_secret);
-    let is_validator = validator_set.power_of(&key.address()) > 0;
-    let mut consensus_config = mesh_consensus::Config::new(
-        genesis.chain_id.clone(),
-        validator_set.clone(),
-        chain.genesis_hash(),
-    );
+    let mut consensus_config =
+        mesh_consensus::Config::new(genesis.chain_id.clone(), genesis.params.schedule());
     consensus_config.timeouts = Timeouts {
         view_timeout_base_ms: config.consensus.view_timeout_ms,
         view_timeout_max_ms: config.consensus.view_timeout_max_ms,
     };
     let safety = driver::load_safety_state(&chain)?;
     let (finalized, certificate) = chain.finalized();
+    // The epoch the committed head is in (the next one after a boundary block), with its
+    // sets read from the committed state.
+    let epoch = tokio::task::block_in_place(|| chain.epoch_info())?;
+    let is_validator = epoch.validators.power_of(&key.address()) > 0;
     let consensus = Consensus::restore(
         consensus_config.clone(),
         key,
+        epoch,
         safety,
         finalized,
         certificate,
-    );
+    )
+    .map_err(|err| DriverError::SafetyState(err.to_string()))?;
 
     let keypair = Keypair::ed25519_from_bytes(node_key_seed).map_err(|err| {
         NodeError::Key(KeyError::Malformed {
@@ -393,6 +395,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         finalized_height: chain.head().height,
         finalized_hash: chain.head_hash(),
         finalized_time_ms: chain.head().timestamp_ms,
+        epoch: consensus.epoch().0,
         view: 0,
         sync_target: chain.head().height,
         syncing: false,
@@ -427,7 +430,6 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         driver_config,
         consensus_config,
         consensus,
-        is_validator,
         chain,
         mempool,
         network,

@@ -131,6 +131,9 @@ async fn a_late_full_node_syncs_to_the_same_state() {
     let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes = start_validators(&testnet, &dirs[..4]).await;
     assert!(wait_height(&nodes[0], 12, LIMIT).await);
+    // Epochs of 5 blocks: the validators crossed the boundaries at 5 and 10 without a
+    // restart, and the full node syncs across both (each epoch checked with its own set).
+    assert!(nodes[0].handle().status().epoch >= 2);
 
     let bootnode = nodes[1].p2p_address().unwrap().to_string();
     let config = test_config(0, 0, vec![bootnode]);
@@ -143,6 +146,7 @@ async fn a_late_full_node_syncs_to_the_same_state() {
         wait_height(&full, target + 2, LIMIT).await,
         "the full node catches up and follows"
     );
+    assert!(full.handle().status().epoch >= 2);
     let height = target + 2;
     let ours = full.handle().store().header(height).unwrap().unwrap();
     assert!(wait_height(&nodes[2], height, LIMIT).await);
@@ -207,8 +211,12 @@ async fn a_garbage_peer_is_penalised_and_the_chain_goes_on() {
     // 3. A vote in a validator's name with someone else's signature.
     let forger = mesh_ledger::SecretKey::from_seed([77; 32]);
     // A view the validators are in (or about to be), so the vote is not dropped as stale.
-    let view = View(nodes[0].handle().status().view + 1);
-    let forged = Vote::Nullify(view).sign(&forger, CHAIN);
+    let status = nodes[0].handle().status();
+    let round = mesh_consensus::Round {
+        epoch: mesh_consensus::Epoch(status.epoch),
+        view: View(status.view + 1),
+    };
+    let forged = Vote::Nullify(round).sign(&forger, CHAIN);
     let forged = SignedVote {
         signer: testnet.validators[1].address(),
         ..forged
@@ -348,6 +356,7 @@ async fn a_lying_sync_peer_is_passed_over_and_sync_completes_from_honest_ones() 
                             let mut forged = SyncResponse::Blocks { blocks: Vec::new() };
                             if let SyncResponse::Blocks { blocks } = &mut forged {
                                 let header = mesh_consensus::Header {
+                                    epoch: mesh_consensus::Epoch(0),
                                     view: mesh_consensus::View(1),
                                     height: mesh_consensus::Height(1),
                                     parent_view: mesh_consensus::View(0),

@@ -9,7 +9,8 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use mesh_consensus::{
-    BlockId, FinalityCertificate, Header as ConsensusHeader, Height, ValidatorSignature, View,
+    BlockId, Epoch, FinalityCertificate, Header as ConsensusHeader, Height, ValidatorSignature,
+    View,
 };
 use mesh_ledger::{
     Address, BlockHeader, Hash, Receipt, SignedTransaction, TxHash, Validator, ValidatorSet,
@@ -153,7 +154,9 @@ pub struct SignatureJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateJson {
-    /// Consensus view in which the block was finalized.
+    /// Epoch whose validator set signed the certificate.
+    pub epoch: u64,
+    /// Consensus view (of that epoch) in which the block was finalized.
     pub view: u64,
     /// Height of the certified block.
     pub height: u64,
@@ -166,6 +169,7 @@ pub struct CertificateJson {
 impl From<&FinalityCertificate> for CertificateJson {
     fn from(cert: &FinalityCertificate) -> CertificateJson {
         CertificateJson {
+            epoch: cert.subject.epoch.0,
             view: cert.subject.view.0,
             height: cert.subject.height.0,
             block_hash: cert.subject.hash,
@@ -185,6 +189,7 @@ impl From<&CertificateJson> for FinalityCertificate {
     fn from(cert: &CertificateJson) -> FinalityCertificate {
         FinalityCertificate {
             subject: BlockId {
+                epoch: Epoch(cert.epoch),
                 view: View(cert.view),
                 height: Height(cert.height),
                 hash: cert.block_hash,
@@ -205,7 +210,9 @@ impl From<&CertificateJson> for FinalityCertificate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsensusHeaderJson {
-    /// View in which the block was proposed.
+    /// Epoch in which the block was proposed.
+    pub epoch: u64,
+    /// View (of that epoch) in which the block was proposed.
     pub view: u64,
     /// Its height.
     pub height: u64,
@@ -251,6 +258,7 @@ impl FinalityRecordJson {
         FinalityRecordJson {
             height,
             header: ConsensusHeaderJson {
+                epoch: header.epoch.0,
                 view: header.view.0,
                 height: header.height.0,
                 parent_view: header.parent_view.0,

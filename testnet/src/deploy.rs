@@ -17,7 +17,7 @@ use mesh_ledger::genesis::GenesisError;
 use mesh_ledger::{Address, Genesis, GenesisAccount, Params, SecretKey, Validator};
 use serde::{Deserialize, Serialize};
 
-use crate::setup::{self, ACCOUNT_BALANCE, VALIDATOR_POWER};
+use crate::setup::{self, ACCOUNT_BALANCE, EPOCH_BLOCKS, VALIDATOR_POWER};
 use crate::{TestnetError, ACCOUNTS_MAX, NODES_MAX};
 
 /// Chain id when `--chain-id` is not given.
@@ -491,7 +491,10 @@ fn write_network(
     let genesis = Genesis {
         chain_id: chain_id.to_owned(),
         genesis_time_ms,
-        params: Params::for_genesis_set(validators.len()),
+        params: Params {
+            epoch_blocks: EPOCH_BLOCKS,
+            ..Params::for_genesis_set(validators.len())
+        },
         validators,
         balances,
     };

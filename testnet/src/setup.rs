@@ -29,6 +29,9 @@ pub const BLOCK_INTERVAL_MS: i64 = 200;
 pub const EMPTY_BLOCK_INTERVAL_MS: i64 = 500;
 /// `consensus.view_timeout_ms` written to every node's config.
 pub const VIEW_TIMEOUT_MS: i64 = 1_000;
+/// Heights per epoch on a testnet: short, so every scenario crosses epoch boundaries (and a
+/// boundary's re-proposals and `EnterEpoch`) many times (ADR 003 §10 step 5).
+pub(crate) const EPOCH_BLOCKS: u64 = 30;
 
 /// The shape of a new network.
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +148,10 @@ pub(crate) fn create(
     let genesis = Genesis {
         chain_id: CHAIN_ID.into(),
         genesis_time_ms: now_ms(),
-        params: Params::for_genesis_set(validators.len()),
+        params: Params {
+            epoch_blocks: EPOCH_BLOCKS,
+            ..Params::for_genesis_set(validators.len())
+        },
         validators,
         balances,
     };

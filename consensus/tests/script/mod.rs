@@ -11,11 +11,11 @@
 )]
 
 pub use mesh_consensus::{
-    Block, BlockId, Certificate, CertifiedBlock, Config, Consensus, FinalityCertificate, Header,
-    Height, Input, Message, NoBlockReason, Output, Proposal, Rejection, ValidatorSignature, View,
-    ViewOutcome, ViewReport, Vote,
+    Block, BlockId, Certificate, CertifiedBlock, Config, Consensus, Epoch, EpochInfo,
+    FinalityCertificate, Header, Height, Input, Message, NoBlockReason, Output, Proposal,
+    Rejection, Round, SafetyState, ValidatorSignature, View, ViewOutcome, ViewReport, Vote,
 };
-pub use mesh_ledger::{Address, Hash, SecretKey, Validator, ValidatorSet};
+pub use mesh_ledger::{Address, EpochSchedule, Hash, SecretKey, Validator, ValidatorSet};
 
 pub const CHAIN: &str = "mesh-script";
 pub const BASE_MS: u64 = 1_000;
@@ -36,6 +36,8 @@ pub enum Got {
     Sync(u64, u64),
     Evidence(Address),
     SendTo(Address),
+    /// `EpochEnded` with the epoch and the boundary's height.
+    EpochEnded(u64, Height),
 }
 
 /// The outputs a script asserts on in order: everything but the diagnostic view reports
@@ -76,7 +78,7 @@ fn reduce(output: &Output) -> Got {
         Output::Broadcast(Message::Vote(signed)) => Got::Vote(signed.vote),
         Output::Broadcast(Message::Propose(p)) => Got::Propose(p.block.header.view),
         Output::Broadcast(Message::Notarization(c)) => Got::Notarization(c.subject.view),
-        Output::Broadcast(Message::Nullification(c)) => Got::Nullification(c.subject),
+        Output::Broadcast(Message::Nullification(c)) => Got::Nullification(c.subject.view),
         Output::Broadcast(Message::Finalization(c)) => Got::Finalization(c.subject.view),
         Output::SendTo { peer, .. } => Got::SendTo(*peer),
         Output::ScheduleTimeout { view, at_ms } => Got::Timeout(*view, *at_ms),
@@ -85,6 +87,7 @@ fn reduce(output: &Output) -> Got {
         Output::Finalize { block, .. } => Got::Finalize(block.header.height),
         Output::RequestSync { from, to } => Got::Sync(from.0, to.0),
         Output::ReportEvidence(evidence) => Got::Evidence(evidence.signer()),
+        Output::EpochEnded { epoch, boundary } => Got::EpochEnded(epoch.0, boundary.height),
         Output::ViewReport(_) | Output::Certified(_) => {
             unreachable!("view reports and certificates held are filtered out by `protocol`")
         }
@@ -95,8 +98,26 @@ fn reduce(output: &Output) -> Got {
 pub struct Script {
     pub keys: Vec<SecretKey>,
     pub config: Config,
+    /// The epoch the script's messages are signed for (the machine's, unless a test says).
+    pub epoch: Epoch,
     pub machine: Consensus,
     pub now_ms: u64,
+}
+
+/// Heights per epoch in scripts that do not test epochs: far beyond any script.
+pub const LONG_EPOCH: u64 = 1_000_000;
+
+/// The four script validators (power 1 each) as a set.
+pub fn four_validators(keys: &[SecretKey]) -> ValidatorSet {
+    ValidatorSet::new(
+        keys.iter()
+            .map(|k| Validator {
+                address: k.address(),
+                power: 1,
+            })
+            .collect(),
+    )
+    .unwrap()
 }
 
 pub fn sorted_keys() -> Vec<SecretKey> {
@@ -108,24 +129,21 @@ pub fn sorted_keys() -> Vec<SecretKey> {
 impl Script {
     /// `me` is an index in address order; the leader of view v is index v mod 4.
     pub fn new(me: usize) -> Script {
+        Script::with_epochs(me, LONG_EPOCH)
+    }
+
+    /// [`Script::new`] on a chain whose epochs are `epoch_blocks` heights long.
+    pub fn with_epochs(me: usize, epoch_blocks: u64) -> Script {
         let keys = sorted_keys();
-        let validators = ValidatorSet::new(
-            keys.iter()
-                .map(|k| Validator {
-                    address: k.address(),
-                    power: 1,
-                })
-                .collect(),
-        )
-        .unwrap();
-        let mut config = Config::new(CHAIN, validators, genesis());
+        let mut config = Config::new(CHAIN, EpochSchedule::new(epoch_blocks));
         config.timeouts.view_timeout_base_ms = BASE_MS;
         config.limits.payload_bytes_max = 64;
         config.limits.future_messages_per_peer_max = 2;
-        let machine = Consensus::new(config.clone(), keys[me].clone());
+        let machine = Consensus::new(config.clone(), keys[me].clone(), genesis_epoch(&keys));
         Script {
             keys,
             config,
+            epoch: Epoch(0),
             machine,
             now_ms: 0,
         }
@@ -134,8 +152,23 @@ impl Script {
     /// A machine following the four validators with a key outside the set (a full node).
     pub fn observer() -> Script {
         let mut script = Script::new(0);
-        script.machine = Consensus::new(script.config.clone(), SecretKey::from_seed([99; 32]));
+        let info = genesis_epoch(&script.keys);
+        script.machine =
+            Consensus::new(script.config.clone(), SecretKey::from_seed([99; 32]), info);
         script
+    }
+
+    /// A nullify vote of the script's epoch.
+    pub fn nullify(&self, view: u64) -> Vote {
+        Vote::Nullify(self.round(view))
+    }
+
+    /// A round of the script's epoch.
+    pub fn round(&self, view: u64) -> Round {
+        Round {
+            epoch: self.epoch,
+            view: View(view),
+        }
     }
 
     pub fn start(&mut self, expect: &[Got]) {
@@ -164,13 +197,19 @@ impl Script {
 
     pub fn proposal(&self, view: u64, parent: BlockId, payload: &[u8]) -> (Header, Message) {
         let header = Header {
+            epoch: self.epoch,
             view: View(view),
             height: parent.height.next(),
             parent_view: parent.view,
             parent: parent.hash,
             hash: block_hash(&parent.hash, payload),
         };
-        let leader = usize::try_from(view % 4).unwrap();
+        self.signed_proposal(header, payload)
+    }
+
+    /// The leader's proposal of `header` (leader of view v: index v mod 4).
+    pub fn signed_proposal(&self, header: Header, payload: &[u8]) -> (Header, Message) {
+        let leader = usize::try_from(header.view.0 % 4).unwrap();
         let signature = Vote::Notarize(header)
             .sign(&self.keys[leader], CHAIN)
             .signature;
@@ -208,8 +247,22 @@ pub fn genesis() -> Hash {
     Hash::of(b"script genesis")
 }
 
+/// Epoch 0 of the script chain: the four validators in force for epochs 0 and 1.
+pub fn genesis_epoch(keys: &[SecretKey]) -> EpochInfo {
+    EpochInfo::genesis(four_validators(keys), genesis())
+}
+
+/// A nullify vote of epoch 0.
+pub fn nullify(view: u64) -> Vote {
+    Vote::Nullify(Round {
+        epoch: Epoch(0),
+        view: View(view),
+    })
+}
+
 pub fn genesis_id() -> BlockId {
     BlockId {
+        epoch: Epoch(0),
         view: View(0),
         height: Height(0),
         hash: genesis(),

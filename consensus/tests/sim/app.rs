@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mesh_consensus::{Block, Header, Height, Input, View};
+use mesh_consensus::{Block, Epoch, Header, Height, Input, View};
 use mesh_ledger::Hash;
 use rand::Rng;
 
@@ -36,6 +36,9 @@ const JOBS_MAX: usize = 64;
 #[derive(Debug, Clone)]
 pub(super) enum Job {
     Build {
+        /// The epoch the machine was in when it asked: a build for a view of an epoch it left
+        /// is dropped, as its answer would name the wrong parent.
+        epoch: Epoch,
         view: View,
         height: Height,
         parent: Hash,
@@ -96,22 +99,36 @@ fn payload_valid(parent: &Hash, height: Height, payload: &[u8], block_hash: &Has
     toy_block_hash(parent, height, payload) == *block_hash && payload.first() != Some(&0xff)
 }
 
+/// Does `header` extend `parent` (epoch, view, height) one height up? A block's parent is
+/// in its own epoch at an earlier view, or is the previous epoch's boundary block, which the
+/// new epoch names as view 0.
+fn links_to(header: &Header, parent: (Epoch, View, Height)) -> bool {
+    let (parent_epoch, parent_view, parent_height) = parent;
+    let views = if header.epoch == parent_epoch {
+        header.parent_view == parent_view && header.view > parent_view
+    } else {
+        header.epoch == parent_epoch.next() && header.parent_view == View(0)
+    };
+    header.height == parent_height.next() && views
+}
+
 impl World {
-    /// The view and height of a block this node's application knows (genesis, finalized, in
-    /// memory), or None.
-    fn known_block(&self, node: usize, hash: &Hash) -> Option<(View, Height)> {
+    /// The epoch, view and height of a block this node's application knows (genesis,
+    /// finalized, in memory), or None.
+    fn known_block(&self, node: usize, hash: &Hash) -> Option<(Epoch, View, Height)> {
         if *hash == genesis_hash() {
-            return Some((View(0), Height(0)));
+            return Some((Epoch(0), View(0), Height(0)));
         }
         let entry = &self.nodes[node];
         if let Some(block) = entry.app.memory.get(hash) {
-            return Some((block.header.view, block.header.height));
+            let header = block.header;
+            return Some((header.epoch, header.view, header.height));
         }
         entry
             .final_index
             .get(hash)
             .map(|index| entry.durable_chain[*index].block.header)
-            .map(|header| (header.view, header.height))
+            .map(|header| (header.epoch, header.view, header.height))
     }
 
     /// The block as a peer would serve it: from memory, journal or the finalized chain.
@@ -164,11 +181,12 @@ impl World {
     /// Builds or checks with the parent known; the answer reaches consensus a little later.
     fn run_job(&mut self, node: usize, job: Job) {
         let incarnation = self.nodes[node].incarnation;
-        let Some((parent_view, parent_height)) = self.known_block(node, &job.parent()) else {
+        let Some((_, parent_view, parent_height)) = self.known_block(node, &job.parent()) else {
             return;
         };
         let input = match job {
             Job::Build {
+                epoch,
                 view,
                 height,
                 parent,
@@ -177,7 +195,14 @@ impl World {
                 let mut payload = format!("block v{} h{} by {node}", view.0, height.0).into_bytes();
                 payload.push(self.rng.gen());
                 let block_hash = toy_block_hash(&parent, height, &payload);
+                // The first block of an epoch names the previous boundary as its view 0.
+                let parent_view = if height.0 == self.config.schedule.first(epoch.0) {
+                    View(0)
+                } else {
+                    parent_view
+                };
                 let header = Header {
+                    epoch,
                     view,
                     height,
                     parent_view,
@@ -204,9 +229,15 @@ impl World {
                 block_hash,
                 payload,
             } => {
-                let valid = payload_valid(&parent, height, &payload, &block_hash)
-                    && height == parent_height.next();
-                if valid {
+                // A re-proposal names the boundary block it proposes again: valid when held.
+                let reproposal = parent == block_hash;
+                let valid = if reproposal {
+                    payload.is_empty() && height == parent_height
+                } else {
+                    payload_valid(&parent, height, &payload, &block_hash)
+                        && height == parent_height.next()
+                };
+                if valid && !reproposal {
                     // The header as consensus holds it (a proposal for a view it no longer
                     // keeps gets no vote, so need not be journaled).
                     let block = self.nodes[node]
@@ -247,15 +278,12 @@ impl World {
             let orphans: Vec<Block> = self.nodes[node].app.orphans.values().cloned().collect();
             for block in orphans {
                 let header = block.header;
-                let Some((parent_view, parent_height)) = self.known_block(node, &header.parent)
-                else {
+                let Some(parent) = self.known_block(node, &header.parent) else {
                     continue;
                 };
                 self.nodes[node].app.orphans.remove(&header.hash);
                 progress = true;
-                let links = header.height == parent_height.next()
-                    && header.parent_view == parent_view
-                    && header.view > parent_view;
+                let links = links_to(&header, parent);
                 if links && self.known_block(node, &header.hash).is_none() {
                     self.keep_block(node, block.clone());
                     recovered.push(block);
@@ -298,9 +326,14 @@ impl World {
             return;
         };
         let view = machine.view();
+        let epoch = machine.epoch();
         let finalized = machine.finalized();
         entry.app.jobs.retain(|job| match job {
-            Job::Build { view: wanted, .. } => *wanted >= view,
+            Job::Build {
+                epoch: asked_in,
+                view: wanted,
+                ..
+            } => *asked_in == epoch && *wanted >= view,
             Job::Verify {
                 view: wanted,
                 height,

@@ -2,10 +2,10 @@
 //! signing with their real keys, so every lie is one a real attacker could tell.
 
 use mesh_consensus::{
-    Block, BlockId, Certificate, Config, Header, Height, Message, Proposal, SignedVote,
-    ValidatorSignature, View, Vote,
+    Block, BlockId, Certificate, Config, Epoch, Header, Height, Message, Proposal, Round,
+    SignedVote, ValidatorSignature, View, Vote,
 };
-use mesh_ledger::{Hash, SecretKey, Signature};
+use mesh_ledger::{Hash, SecretKey, Signature, ValidatorSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -57,9 +57,10 @@ pub fn rewrite(
                         header.hash = Hash::of(&rng.gen::<[u8; 8]>());
                         Vote::Notarize(header)
                     }
-                    Vote::Finalize(id) => Vote::Nullify(id.view),
-                    Vote::Nullify(view) => Vote::Finalize(BlockId {
-                        view,
+                    Vote::Finalize(id) => Vote::Nullify(id.round()),
+                    Vote::Nullify(round) => Vote::Finalize(BlockId {
+                        epoch: round.epoch,
+                        view: round.view,
                         height: Height(1),
                         hash: Hash::of(&rng.gen::<[u8; 8]>()),
                     }),
@@ -78,12 +79,21 @@ pub fn rewrite(
 
 /// A burst of hostile messages: bad signatures, non-validators, far-future views, oversized
 /// payloads, votes for unknown blocks, forged certificates.
-pub fn garbage(rng: &mut ChaCha8Rng, config: &Config, _now_ms: u64) -> Vec<Message> {
-    let validators = config.validators.validators();
+pub fn garbage(
+    rng: &mut ChaCha8Rng,
+    config: &Config,
+    validators: &ValidatorSet,
+    _now_ms: u64,
+) -> Vec<Message> {
+    let validators = validators.validators();
     let member = validators[rng.gen_range(0..validators.len())].address;
     let outsider = SecretKey::from_seed(rng.gen());
     let view = View(rng.gen_range(1..60));
+    // Mostly early epochs, where a run spends its time: current, past and next ones.
+    let epoch = Epoch(rng.gen_range(0..4));
+    let round = Round { epoch, view };
     let header = Header {
+        epoch,
         view,
         height: Height(rng.gen_range(1..30)),
         parent_view: View(view.0 - 1),
@@ -99,12 +109,17 @@ pub fn garbage(rng: &mut ChaCha8Rng, config: &Config, _now_ms: u64) -> Vec<Messa
             signature: random_signature,
         })],
         // A well-signed vote from a non-validator.
-        1 => vec![Message::Vote(Vote::Nullify(view).sign(&outsider, CHAIN_ID))],
+        1 => vec![Message::Vote(
+            Vote::Nullify(round).sign(&outsider, CHAIN_ID),
+        )],
         // Far-future views.
         2 => (0..4)
             .map(|i| {
                 Message::Vote(SignedVote {
-                    vote: Vote::Nullify(View(1_000_000 + i)),
+                    vote: Vote::Nullify(Round {
+                        epoch,
+                        view: View(1_000_000 + i),
+                    }),
                     signer: member,
                     signature: random_signature,
                 })

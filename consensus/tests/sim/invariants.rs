@@ -12,8 +12,8 @@ pub struct Checker {
     validators: ValidatorSet,
     /// Height → the one block final there, across all nodes and restarts.
     final_blocks: BTreeMap<u64, Hash>,
-    /// (honest node, view, kind) → the vote it sent, across restarts.
-    sent_votes: BTreeMap<(usize, u64, u8), Vote>,
+    /// (honest node, epoch, view, kind) → the vote it sent, across restarts.
+    sent_votes: BTreeMap<(usize, u64, u64, u8), Vote>,
     pub violations: Vec<String>,
 }
 
@@ -69,8 +69,9 @@ impl Checker {
             ));
         }
         let certified = item.certificate.block();
+        // Over the block itself, in its own view or a re-proposal's.
         let covers = if certified.height == header.height {
-            certified == header.id()
+            certified.hash == header.hash && certified.epoch == header.epoch
         } else {
             certified.height > header.height
         };
@@ -126,12 +127,13 @@ impl Checker {
             Message::Propose(proposal) => Vote::Notarize(proposal.block.header),
             _ => return,
         };
+        let epoch = vote.epoch().0;
         let (view, kind) = match vote {
             Vote::Notarize(header) => (header.view.0, 0u8),
             Vote::Finalize(id) => (id.view.0, 1),
-            Vote::Nullify(view) => (view.0, 2),
+            Vote::Nullify(round) => (round.view.0, 2),
         };
-        if let Some(previous) = self.sent_votes.get(&(node, view, kind)) {
+        if let Some(previous) = self.sent_votes.get(&(node, epoch, view, kind)) {
             if *previous != vote {
                 self.violation(format!(
                     "no-self-equivocation: node {node} sent {previous:?} and {vote:?}"
@@ -145,13 +147,13 @@ impl Checker {
             _ => None,
         };
         if let Some(opposite) = opposite {
-            if self.sent_votes.contains_key(&(node, view, opposite)) {
+            if self.sent_votes.contains_key(&(node, epoch, view, opposite)) {
                 self.violation(format!(
                     "no-self-equivocation: node {node} sent finalize and nullify in view {view}"
                 ));
             }
         }
-        self.sent_votes.insert((node, view, kind), vote);
+        self.sent_votes.insert((node, epoch, view, kind), vote);
     }
 
     /// Honest validators accuse only Byzantine ones.

@@ -14,10 +14,10 @@ pub mod setup;
 use std::collections::BTreeMap;
 
 use mesh_consensus::{
-    Block, BlockId, CertifiedBlock, Config, Consensus, Height, Input, Message, Output, SafetyState,
-    Timeouts, View, ViewOutcome,
+    Block, BlockId, CertifiedBlock, Config, Consensus, Epoch, EpochInfo, Height, Input, Message,
+    Output, SafetyState, Timeouts, View, ViewOutcome,
 };
-use mesh_ledger::{encoding, Address, Hash, SecretKey};
+use mesh_ledger::{encoding, Address, Hash, SecretKey, ValidatorSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -87,9 +87,9 @@ struct Node {
     /// Block hash → index in `durable_chain`.
     final_index: BTreeMap<Hash, usize>,
     /// The driver's certificate journal (durable, as the node's since issue 20): every
-    /// notarization and nullification it broadcast, by (view, 0 notarization | 1
+    /// notarization and nullification it broadcast, by (epoch, view, 0 notarization | 1
     /// nullification), pruned as views become final and fed back at start.
-    cert_journal: BTreeMap<(u64, u8), Message>,
+    cert_journal: BTreeMap<(u64, u64, u8), Message>,
     crash_pending: bool,
     app: App,
 }
@@ -123,6 +123,8 @@ pub struct RunReport {
 pub struct World {
     scenario: Scenario,
     config: Config,
+    /// The set of every epoch (reconfiguration comes with step 4 of ADR 003).
+    validators: ValidatorSet,
     addresses: Vec<Address>,
     nodes: Vec<Node>,
     queue: BTreeMap<(u64, u64), Event>,
@@ -150,7 +152,8 @@ impl World {
             view_timeout_base_ms: 250,
             view_timeout_max_ms: 2_000,
         };
-        let (keys, mut config) = committee(&scenario.powers, timeouts);
+        let (keys, validators, mut config) =
+            committee(&scenario.powers, timeouts, scenario.epoch_blocks);
         config.mutation_weak_quorum = scenario.mutation_weak_quorum;
         config.limits.payload_bytes_max = 1024;
         let addresses = keys.iter().map(SecretKey::address).collect();
@@ -170,11 +173,12 @@ impl World {
                 app: App::default(),
             })
             .collect();
-        let checker = Checker::new(&scenario, config.validators.clone());
+        let checker = Checker::new(&scenario, validators.clone());
         World {
             rng: ChaCha8Rng::seed_from_u64(scenario.seed),
             scenario,
             config,
+            validators,
             addresses,
             nodes,
             queue: BTreeMap::new(),
@@ -319,37 +323,80 @@ impl World {
             })
     }
 
+    /// The epoch a node is in given its finalized tip, as the node's driver derives it: the
+    /// tip's own epoch, or the next one when the tip is a boundary block (ADR 003 §3).
+    fn epoch_at(&self, tip: &BlockId) -> EpochInfo {
+        let schedule = self.config.schedule;
+        let height = tip.height.0;
+        let epoch = if schedule.is_boundary(height) {
+            schedule.epoch_of(height) + 1
+        } else {
+            schedule.epoch_of(height)
+        };
+        let base_height = schedule.last(epoch.saturating_sub(1));
+        let base = if epoch == 0 {
+            genesis_id()
+        } else if base_height == height {
+            *tip
+        } else {
+            // Mid-epoch: the boundary block below is in this node's chain.
+            let item = &self.nodes_chain_block(base_height);
+            item.unwrap_or(*tip)
+        };
+        EpochInfo {
+            epoch: Epoch(epoch),
+            validators: self.validators.clone(),
+            next_validators: self.validators.clone(),
+            base,
+        }
+    }
+
+    /// The id of the block final at `height` on any node (they agree, or the checker says).
+    fn nodes_chain_block(&self, height: u64) -> Option<BlockId> {
+        let index = usize::try_from(height.checked_sub(1)?).ok()?;
+        self.nodes
+            .iter()
+            .find_map(|node| node.durable_chain.get(index))
+            .map(|item| item.block.header.id())
+    }
+
     fn boot(&mut self, node: usize) {
         let entry = &self.nodes[node];
         let (tip, certificate) = match entry.durable_chain.last() {
             Some(last) => (last.block.header.id(), Some(last.certificate.clone())),
-            None => (
-                BlockId {
-                    view: View(0),
-                    height: Height(0),
-                    hash: genesis_hash(),
-                },
-                None,
-            ),
+            None => (genesis_id(), None),
         };
         let safety = if self.scenario.mutation_forget_safety {
             SafetyState::default()
         } else {
             entry.durable_safety.clone()
         };
-        let mut machine = Consensus::restore(
+        let epoch = self.epoch_at(&tip);
+        let epoch_number = epoch.epoch.0;
+        let machine = Consensus::restore(
             self.config.clone(),
-            entry.key.clone(),
+            self.nodes[node].key.clone(),
+            epoch,
             safety,
             tip,
             certificate,
         );
+        let mut machine = match machine {
+            Ok(machine) => machine,
+            Err(err) => {
+                self.checker
+                    .violation(format!("restart: node {node} cannot restore: {err}"));
+                return;
+            }
+        };
         // The application re-reads its journal before consensus asks it anything...
         self.app_restart(node);
         let blocks = self.journal_blocks(node);
-        let finalized_view = tip.view.0;
+        let finalized_view = machine.finalized().view.0;
         let entry = &mut self.nodes[node];
-        entry.cert_journal = entry.cert_journal.split_off(&(finalized_view + 1, 0));
+        entry.cert_journal = entry
+            .cert_journal
+            .split_off(&(epoch_number, finalized_view + 1, 0));
         let certificates: Vec<Message> = entry.cert_journal.values().cloned().collect();
         let me = self.addresses[node];
         let outputs = machine.start(self.now_ms);
@@ -466,7 +513,8 @@ impl World {
                 }
             }
             Event::GarbageTick { node } => {
-                let messages = byzantine::garbage(&mut self.rng, &self.config, self.now_ms);
+                let messages =
+                    byzantine::garbage(&mut self.rng, &self.config, &self.validators, self.now_ms);
                 for message in messages {
                     let to = self.rng.gen_range(0..self.nodes.len());
                     if to != node {
@@ -534,8 +582,12 @@ impl World {
             Output::Certified(message) => {
                 // Certificates go into the driver's journal as they are obtained.
                 let key = match &message {
-                    Message::Notarization(cert) => Some((cert.subject.view.0, 0)),
-                    Message::Nullification(cert) => Some((cert.subject.0, 1)),
+                    Message::Notarization(cert) => {
+                        Some((cert.subject.epoch.0, cert.subject.view.0, 0))
+                    }
+                    Message::Nullification(cert) => {
+                        Some((cert.subject.epoch.0, cert.subject.view.0, 1))
+                    }
                     _ => None,
                 };
                 if let Some(key) = key {
@@ -570,14 +622,21 @@ impl World {
                 view,
                 height,
                 parent,
-            } => self.app_request(
-                node,
-                Job::Build {
-                    view,
-                    height,
-                    parent,
-                },
-            ),
+            } => {
+                let epoch = self.nodes[node]
+                    .machine
+                    .as_ref()
+                    .map_or(Epoch(0), Consensus::epoch);
+                self.app_request(
+                    node,
+                    Job::Build {
+                        epoch,
+                        view,
+                        height,
+                        parent,
+                    },
+                );
+            }
             Output::VerifyPayload {
                 view,
                 height,
@@ -606,11 +665,32 @@ impl World {
                     .insert(header.hash, entry.durable_chain.len());
                 entry.durable_chain.push(item);
                 entry.app.prune_through(header.height);
-                entry.cert_journal = entry.cert_journal.split_off(&(header.view.0 + 1, 0));
+                let finalized = item_round(&entry.durable_chain);
+                entry.cert_journal = entry.cert_journal.split_off(&finalized);
                 // A build or check may have waited for this block.
                 self.app_resolve(node);
             }
             Output::RequestSync { from, to } => self.serve_sync(node, from, to),
+            Output::EpochEnded { epoch, boundary } => {
+                // The boundary's Finalize came first and is durable: the driver reads the next
+                // sets (here: the one set) and enters the next epoch a moment later, so a
+                // crash can fall between the two.
+                let info = EpochInfo {
+                    epoch: epoch.next(),
+                    validators: self.validators.clone(),
+                    next_validators: self.validators.clone(),
+                    base: boundary,
+                };
+                let at = self.now_ms + self.rng.gen_range(0..3);
+                self.schedule(
+                    at,
+                    Event::App {
+                        node,
+                        input: Input::EnterEpoch(info),
+                        incarnation,
+                    },
+                );
+            }
             Output::ReportEvidence(evidence) => {
                 self.evidence_reported += 1;
                 let honest = self.nodes[node].role == Role::Honest;
@@ -752,6 +832,25 @@ impl World {
         let at = self.now_ms + self.delay();
         self.schedule(at, Event::Deliver { to, from, message });
     }
+}
+
+/// The genesis block as view 0 of epoch 0.
+pub fn genesis_id() -> BlockId {
+    BlockId {
+        epoch: Epoch(0),
+        view: View(0),
+        height: Height(0),
+        hash: genesis_hash(),
+    }
+}
+
+/// The journal key above which certificates still matter once `chain`'s last block is final:
+/// views after the one that finalized it, in its epoch.
+fn item_round(chain: &[CertifiedBlock]) -> (u64, u64, u8) {
+    chain.last().map_or((0, 1, 0), |item| {
+        let certified = item.certificate.subject;
+        (certified.epoch.0, certified.view.0 + 1, 0)
+    })
 }
 
 /// Runs one seed.

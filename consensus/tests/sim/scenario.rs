@@ -122,7 +122,13 @@ pub struct Scenario {
     /// Honest validators that do not restart after the whole-network stop (crash faults): the
     /// liveness checks leave them out.
     pub stays_down: Vec<usize>,
+    /// Heights per epoch: short in half the seeds, so runs cross boundaries (re-proposals,
+    /// `EpochEnded`, `EnterEpoch`, crashes between commit and entering) under every fault.
+    pub epoch_blocks: u64,
 }
+
+/// Epoch length of seeds that do not draw short epochs: no run reaches it.
+pub const LONG_EPOCH_BLOCKS: u64 = 1_000_000;
 
 impl Scenario {
     pub fn from_seed(seed: u64, mutation_weak_quorum: bool) -> Scenario {
@@ -265,6 +271,7 @@ impl Scenario {
             mutation_forget_certificates: false,
             whole_stop,
             stays_down: Vec::new(),
+            epoch_blocks: LONG_EPOCH_BLOCKS,
         };
         // Drawn last, so forcing it leaves the rest of the scenario as it was.
         let stays_down = rng.gen_bool(STAYS_DOWN_SHARE);
@@ -287,6 +294,10 @@ impl Scenario {
                 }
             }
         }
+        // Drawn after everything else, so the fault mix of a seed is what it was before epochs.
+        if rng.gen_bool(0.5) {
+            scenario.epoch_blocks = rng.gen_range(3..=20);
+        }
         scenario
     }
 
@@ -298,7 +309,7 @@ impl Scenario {
     pub fn describe(&self) -> String {
         format!(
             "n={} powers={:?} roles={:?} latency={}±{}ms loss={:.2} dup={:.2} partitions={} \
-             crashes={} faults_end={}ms batches={}{}",
+             crashes={} faults_end={}ms batches={} epoch_blocks={}{}",
             self.n(),
             self.powers,
             self.roles,
@@ -310,6 +321,7 @@ impl Scenario {
             self.crashes.len(),
             self.faults_end_ms,
             self.batch_delivery,
+            self.epoch_blocks,
             match &self.whole_stop {
                 Some(stop) => format!(
                     " whole-stop={}..{}ms down, last restart {}ms{}",

@@ -1,7 +1,7 @@
 //! The committee and the toy application every simulated validator shares.
 
 use mesh_consensus::{Config, Height, Timeouts};
-use mesh_ledger::{Hash, SecretKey, Validator, ValidatorSet};
+use mesh_ledger::{EpochSchedule, Hash, SecretKey, Validator, ValidatorSet};
 
 pub const CHAIN_ID: &str = "mesh-sim";
 
@@ -25,8 +25,12 @@ pub fn validator_key(index: usize) -> SecretKey {
     SecretKey::from_seed(seed)
 }
 
-/// Keys and config for a committee with the given powers (index i holds `powers[i]`).
-pub fn committee(powers: &[u64], timeouts: Timeouts) -> (Vec<SecretKey>, Config) {
+/// Keys, set and config for a committee with the given powers (index i holds `powers[i]`).
+pub fn committee(
+    powers: &[u64],
+    timeouts: Timeouts,
+    epoch_blocks: u64,
+) -> (Vec<SecretKey>, ValidatorSet, Config) {
     let keys: Vec<SecretKey> = (0..powers.len()).map(validator_key).collect();
     let validators = ValidatorSet::new(
         keys.iter()
@@ -38,7 +42,7 @@ pub fn committee(powers: &[u64], timeouts: Timeouts) -> (Vec<SecretKey>, Config)
             .collect(),
     )
     .unwrap();
-    let mut config = Config::new(CHAIN_ID, validators, genesis_hash());
+    let mut config = Config::new(CHAIN_ID, EpochSchedule::new(epoch_blocks));
     config.timeouts = timeouts;
-    (keys, config)
+    (keys, validators, config)
 }

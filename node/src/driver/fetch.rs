@@ -175,7 +175,7 @@ impl Driver {
                 self.want_block(header.parent);
                 continue;
             }
-            let leader = self.consensus_config.leader(header.view);
+            let leader = self.consensus.leader(header.view);
             let drift = self.config.max_clock_drift_ms;
             let chain = &mut self.chain;
             let verdict = tokio::task::block_in_place(|| {

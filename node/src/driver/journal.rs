@@ -11,15 +11,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use mesh_consensus::{Block as ConsensusBlock, Message};
+use mesh_consensus::{Block as ConsensusBlock, Message, Round};
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::Hash;
 
 /// Record-name prefix of journal entries; the suffix is height (u64 BE) ‖ block hash.
 const PREFIX: &[u8] = b"journal/v1/";
-/// Record-name prefix of journaled certificates; the suffix is view (u64 BE) ‖ kind (0 for a
-/// notarization, 1 for a nullification).
-const CERT_PREFIX: &[u8] = b"certs/v1/";
+/// Record-name prefix of journaled certificates; the suffix is epoch (u64 BE) ‖ view (u64 BE) ‖
+/// kind (0 for a notarization, 1 for a nullification). `v2`: views restart in every epoch.
+const CERT_PREFIX: &[u8] = b"certs/v2/";
 /// Most certificates kept: the justification of the current view is the newest notarization
 /// and the nullifications after it, so only a long run of failed views comes near this.
 pub(super) const CERTIFICATES_MAX: usize = 1024;
@@ -39,12 +39,36 @@ fn name(height: u64, hash: &Hash) -> Vec<u8> {
     name
 }
 
-fn cert_name(view: u64, kind: u8) -> Vec<u8> {
-    let mut name = Vec::with_capacity(CERT_PREFIX.len() + 9);
-    name.extend_from_slice(CERT_PREFIX);
-    name.extend_from_slice(&view.to_be_bytes());
+fn cert_name(round: Round, kind: u8) -> Vec<u8> {
+    let mut name = cert_bound(round);
     name.push(kind);
     name
+}
+
+/// The record name every certificate of a round before `round` sorts below.
+fn cert_bound(round: Round) -> Vec<u8> {
+    let mut name = Vec::with_capacity(CERT_PREFIX.len() + 17);
+    name.extend_from_slice(CERT_PREFIX);
+    name.extend_from_slice(&round.epoch.0.to_be_bytes());
+    name.extend_from_slice(&round.view.0.to_be_bytes());
+    name
+}
+
+/// The round after `round`, in the same epoch.
+fn next_round(round: Round) -> Round {
+    Round {
+        epoch: round.epoch,
+        view: round.view.next(),
+    }
+}
+
+/// The round and kind a journaled certificate is filed under.
+fn cert_key(message: &Message) -> Option<(Round, u8)> {
+    match message {
+        Message::Notarization(cert) => Some((cert.subject.id().round(), 0u8)),
+        Message::Nullification(cert) => Some((cert.subject, 1u8)),
+        _ => None,
+    }
 }
 
 fn height_bound(height: u64) -> Vec<u8> {
@@ -57,8 +81,8 @@ fn height_bound(height: u64) -> Vec<u8> {
 #[derive(Debug)]
 pub(super) struct BlockJournal {
     store: Arc<Store>,
-    /// Journaled certificates by (view, kind).
-    certificates: BTreeSet<(u64, u8)>,
+    /// Journaled certificates by (round, kind).
+    certificates: BTreeSet<(Round, u8)>,
     by_height: BTreeSet<(u64, Hash)>,
     heights: HashMap<Hash, u64>,
 }
@@ -113,12 +137,10 @@ impl BlockJournal {
     /// blocks). After a restart of every node these are what lets views resume where they
     /// were: the votes that formed them may have left every safety state's window.
     pub(super) fn record_certificate(&mut self, message: &Message) -> Result<(), StoreError> {
-        let (view, kind) = match message {
-            Message::Notarization(cert) => (cert.subject.view.0, 0u8),
-            Message::Nullification(cert) => (cert.subject.0, 1u8),
-            _ => return Ok(()),
+        let Some((round, kind)) = cert_key(message) else {
+            return Ok(());
         };
-        if self.certificates.contains(&(view, kind)) {
+        if self.certificates.contains(&(round, kind)) {
             return Ok(());
         }
         if self.certificates.len() >= CERTIFICATES_MAX {
@@ -128,19 +150,19 @@ impl BlockJournal {
         }
         let bytes = mesh_ledger::encoding::encode(message);
         self.store
-            .put_consensus_record_unsynced(&cert_name(view, kind), &bytes)?;
-        self.certificates.insert((view, kind));
+            .put_consensus_record_unsynced(&cert_name(round, kind), &bytes)?;
+        self.certificates.insert((round, kind));
         Ok(())
     }
 
-    /// Reads the journaled certificates of views above `finalized_view`, ascending.
+    /// Reads the journaled certificates of rounds after `finalized` (the round of the
+    /// finalized block in the current epoch), ascending; older ones are deleted.
     pub(super) fn load_certificates(
         &mut self,
-        finalized_view: u64,
+        finalized: Round,
     ) -> Result<Vec<Message>, StoreError> {
         self.certificates.clear();
-        let mut end = CERT_PREFIX.to_vec();
-        end.extend_from_slice(&finalized_view.saturating_add(1).to_be_bytes());
+        let end = cert_bound(next_round(finalized));
         self.store.delete_consensus_records(CERT_PREFIX, &end)?;
         let records = self
             .store
@@ -152,14 +174,10 @@ impl BlockJournal {
                 &bytes,
                 CERT_BYTES_MAX,
             );
-            let key = match &decoded {
-                Ok(Message::Notarization(cert)) => Some((cert.subject.view.0, 0u8)),
-                Ok(Message::Nullification(cert)) => Some((cert.subject.0, 1u8)),
-                _ => None,
-            };
+            let key = decoded.as_ref().ok().and_then(cert_key);
             match (decoded, key) {
-                (Ok(message), Some((view, kind))) if cert_name(view, kind) == record_name => {
-                    self.certificates.insert((view, kind));
+                (Ok(message), Some((round, kind))) if cert_name(round, kind) == record_name => {
+                    self.certificates.insert((round, kind));
                     messages.push(message);
                 }
                 _ => {
@@ -171,9 +189,10 @@ impl BlockJournal {
         Ok(messages)
     }
 
-    /// Forgets the certificates of views at or below `view` (finality passed them).
-    pub(super) fn prune_certificates_through(&mut self, view: u64) -> Result<(), StoreError> {
-        let keep = self.certificates.split_off(&(view.saturating_add(1), 0));
+    /// Forgets the certificates of rounds at or before `round` (finality passed them; every
+    /// round of an earlier epoch too).
+    pub(super) fn prune_certificates_through(&mut self, round: Round) -> Result<(), StoreError> {
+        let keep = self.certificates.split_off(&(next_round(round), 0));
         // Nothing indexed at or below `view`: skip the range delete (a tombstone per block
         // would only slow the column family down).
         let pruned = !self.certificates.is_empty();
@@ -181,8 +200,7 @@ impl BlockJournal {
         if !pruned {
             return Ok(());
         }
-        let mut end = CERT_PREFIX.to_vec();
-        end.extend_from_slice(&view.saturating_add(1).to_be_bytes());
+        let end = cert_bound(next_round(round));
         self.store.delete_consensus_records(CERT_PREFIX, &end)
     }
 
@@ -251,12 +269,13 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use mesh_consensus::{Header, Height, View};
+    use mesh_consensus::{Epoch, Header, Height, View};
 
     fn block(height: u64, tag: u8) -> ConsensusBlock {
         let payload = vec![tag; 10];
         ConsensusBlock {
             header: Header {
+                epoch: Epoch(0),
                 view: View(height + 5),
                 height: Height(height),
                 parent_view: View(height + 4),
@@ -301,9 +320,16 @@ mod tests {
         assert!(reloaded.load(4).unwrap().is_empty());
     }
 
-    fn nullification(view: u64) -> Message {
+    fn round(epoch: u64, view: u64) -> Round {
+        Round {
+            epoch: Epoch(epoch),
+            view: View(view),
+        }
+    }
+
+    fn nullification(epoch: u64, view: u64) -> Message {
         Message::Nullification(mesh_consensus::Certificate {
-            subject: View(view),
+            subject: round(epoch, view),
             signatures: Vec::new(),
         })
     }
@@ -315,21 +341,33 @@ mod tests {
             let store = Arc::new(Store::open(dir.path()).unwrap());
             let mut journal = BlockJournal::new(store);
             for view in [5, 7, 9] {
-                journal.record_certificate(&nullification(view)).unwrap();
+                journal.record_certificate(&nullification(0, view)).unwrap();
             }
-            journal.record_certificate(&nullification(7)).unwrap(); // once
+            journal.record_certificate(&nullification(0, 7)).unwrap(); // once
+                                                                       // Views start again in the next epoch: view 2 of epoch 1 comes after view 9 of 0.
+            journal.record_certificate(&nullification(1, 2)).unwrap();
         }
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut journal = BlockJournal::new(Arc::clone(&store));
         assert_eq!(
-            journal.load_certificates(5).unwrap(),
-            vec![nullification(7), nullification(9)]
+            journal.load_certificates(round(0, 5)).unwrap(),
+            vec![
+                nullification(0, 7),
+                nullification(0, 9),
+                nullification(1, 2)
+            ]
         );
-        journal.prune_certificates_through(7).unwrap();
-        let mut reloaded = BlockJournal::new(store);
+        journal.prune_certificates_through(round(0, 7)).unwrap();
+        let mut reloaded = BlockJournal::new(Arc::clone(&store));
         assert_eq!(
-            reloaded.load_certificates(0).unwrap(),
-            vec![nullification(9)]
+            reloaded.load_certificates(round(0, 0)).unwrap(),
+            vec![nullification(0, 9), nullification(1, 2)]
+        );
+        // Entering epoch 1 at view 0 leaves every certificate of epoch 0 behind.
+        let mut entered = BlockJournal::new(store);
+        assert_eq!(
+            entered.load_certificates(round(1, 0)).unwrap(),
+            vec![nullification(1, 2)]
         );
     }
 

@@ -136,6 +136,8 @@ pub struct NodeStatus {
     pub finalized_height: u64,
     pub finalized_hash: Hash,
     pub finalized_time_ms: u64,
+    /// The consensus epoch and the view within it.
+    pub epoch: u64,
     pub view: u64,
     /// Highest finalized height known to exist (ours or a peer's).
     pub sync_target: u64,
@@ -185,11 +187,8 @@ struct PendingVerification {
 pub struct Driver {
     config: DriverConfig,
     consensus: Consensus,
-    /// The consensus configuration (for the leader schedule).
+    /// The consensus configuration (limits, epoch schedule).
     consensus_config: mesh_consensus::Config,
-    /// Only validators speak in consensus; a full node follows silently (its machine casts no
-    /// vote; the certificates it would re-send are the validators' to spread).
-    is_validator: bool,
     me: Address,
     chain: Chain,
     mempool: Mempool,
@@ -223,7 +222,7 @@ impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("me", &self.me)
-            .field("is_validator", &self.is_validator)
+            .field("is_validator", &self.is_validator())
             .field("chain", &self.chain)
             .finish_non_exhaustive()
     }
@@ -260,7 +259,6 @@ impl Driver {
         config: DriverConfig,
         consensus_config: mesh_consensus::Config,
         consensus: Consensus,
-        is_validator: bool,
         chain: Chain,
         mempool: Mempool,
         net: NetworkHandle,
@@ -276,7 +274,6 @@ impl Driver {
             me: consensus.address(),
             consensus_config,
             consensus,
-            is_validator,
             chain,
             mempool,
             net,
@@ -317,12 +314,16 @@ impl Driver {
     /// commit in progress always completes.
     pub async fn run(mut self) -> Result<(), DriverError> {
         info!(
-            validator = self.is_validator,
+            validator = self.is_validator(),
             address = %self.me,
             height = self.chain.head().height,
+            epoch = self.consensus.epoch().0,
             view = self.consensus.view().0,
             "consensus driver started"
         );
+        self.metrics
+            .epoch
+            .set(i64::try_from(self.consensus.epoch().0).unwrap_or(i64::MAX));
         let outputs = self.consensus.start(self.now_ms());
         self.carry_out(outputs).await?;
         self.recover_journal().await?;
@@ -397,12 +398,9 @@ impl Driver {
     /// a notarized block may exist nowhere else (see `journal.rs`).
     async fn recover_journal(&mut self) -> Result<(), DriverError> {
         let head = self.chain.head().height;
-        let finalized_view = self.consensus.finalized().view.0;
+        let finalized = self.consensus.finalized().round();
         let blocks = self.journal.load(head).map_err(storage)?;
-        let certificates = self
-            .journal
-            .load_certificates(finalized_view)
-            .map_err(storage)?;
+        let certificates = self.journal.load_certificates(finalized).map_err(storage)?;
         if blocks.is_empty() && certificates.is_empty() {
             return Ok(());
         }
@@ -491,7 +489,10 @@ impl Driver {
         // Certificates too: after a restart of every node they are what resumes the views.
         for output in &outputs {
             let recorded = match output {
-                Output::Broadcast(Message::Propose(proposal)) => {
+                // A re-proposal names a block journaled (or final) already, under its hash.
+                Output::Broadcast(Message::Propose(proposal))
+                    if !proposal.block.header.is_reproposal() =>
+                {
                     self.journal.record(&proposal.block)
                 }
                 Output::Certified(
@@ -550,6 +551,35 @@ impl Driver {
                     for more in self.retry_pending_verifications()? {
                         queue.push_back(more);
                     }
+                }
+                Output::EpochEnded { epoch, boundary } => {
+                    // The boundary block was committed (synced) by the `Finalize` just before:
+                    // the next sets come from its state. A crash before this point restarts
+                    // in the next epoch directly (`Chain::epoch_info`).
+                    let info = self.chain.epoch_info().map_err(fatal)?;
+                    if info.epoch != epoch.next() || info.base.hash != boundary.hash {
+                        return Err(DriverError::Storage(format!(
+                            "epoch {epoch} ended at block {} but the committed chain is in \
+                             epoch {} on base {}",
+                            boundary.hash, info.epoch, info.base.hash
+                        )));
+                    }
+                    info!(
+                        epoch = info.epoch.0,
+                        height = boundary.height.0,
+                        validators = info.validators.len(),
+                        validator = info.validators.power_of(&self.me) > 0,
+                        "entering epoch"
+                    );
+                    self.metrics
+                        .epoch
+                        .set(i64::try_from(info.epoch.0).unwrap_or(i64::MAX));
+                    // A build asked for in the ended epoch would answer a view of the next.
+                    self.pending_build = None;
+                    let more = self
+                        .consensus
+                        .on_input(self.now_ms(), Input::EnterEpoch(info));
+                    queue.extend(more);
                 }
                 Output::RequestSync { from, to } => {
                     debug!(from = from.0, to = to.0, "consensus asks for blocks");
@@ -623,8 +653,15 @@ impl Driver {
         Ok(())
     }
 
+    /// Only validators speak in consensus; a full node follows silently (its machine casts no
+    /// vote; the certificates it would re-send are the validators' to spread). Whether this
+    /// node is one changes at epoch boundaries.
+    fn is_validator(&self) -> bool {
+        self.consensus.is_voter()
+    }
+
     async fn send_consensus(&mut self, message: Message) {
-        if !self.is_validator {
+        if !self.is_validator() {
             return;
         }
         self.sequence = self.sequence.wrapping_add(1);
@@ -778,6 +815,7 @@ impl Driver {
                 .consensus
                 .proposal(pending.view)
                 .filter(|proposal| proposal.block.header.hash == pending.block_hash)
+                .filter(|proposal| !proposal.block.header.is_reproposal())
                 .map(|proposal| proposal.block.clone());
             if let Some(block) = block {
                 self.journal
@@ -796,7 +834,7 @@ impl Driver {
     }
 
     fn consensus_leader(&self, view: View) -> Address {
-        self.consensus_config.leader(view)
+        self.consensus.leader(view)
     }
 
     /// Re-checks proposals whose parent has become known.
@@ -874,7 +912,10 @@ impl Driver {
         self.reannounce_pending_txs().await;
         self.journal
             .prune_through(height)
-            .and_then(|()| self.journal.prune_certificates_through(block.header.view.0))
+            .and_then(|()| {
+                let round = block.header.id().round();
+                self.journal.prune_certificates_through(round)
+            })
             .map_err(|err| DriverError::Storage(err.to_string()))?;
         self.prune_fetches();
         self.report_dropped();
@@ -1169,10 +1210,11 @@ impl Driver {
         let status = NodeStatus {
             chain_id: self.chain.context().chain_id.clone(),
             peer_id: self.net.local_peer_id().to_string(),
-            validator: self.is_validator.then_some(self.me),
+            validator: self.is_validator().then_some(self.me),
             finalized_height: head.height,
             finalized_hash: self.chain.head_hash(),
             finalized_time_ms: head.timestamp_ms,
+            epoch: self.consensus.epoch().0,
             view: self.consensus.view().0,
             sync_target: self.sync.target.max(head.height),
             syncing: self.sync.target > head.height,
@@ -1201,6 +1243,9 @@ fn judge(rejection: &Rejection) -> (&'static str, Validation) {
         Rejection::InvalidSync { .. } => ("invalid_sync", Validation::Reject),
         Rejection::FutureBufferFull { .. } => ("future_buffer_full", Validation::Ignore),
         Rejection::BatchTooLarge { .. } => ("batch_too_large", Validation::Ignore),
+        Rejection::InvalidProposal { .. } => ("invalid_proposal", Validation::Reject),
+        // An honest laggard (or a node ahead of us) sends these: never penalised.
+        Rejection::WrongEpoch { .. } => ("wrong_epoch", Validation::Ignore),
     }
 }
 

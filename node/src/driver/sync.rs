@@ -142,10 +142,15 @@ impl Driver {
         let Some(peer) = self.sync.pick_peer(Instant::now()) else {
             return;
         };
+        // Clipped at the epoch's boundary: the blocks beyond are checked with the next set,
+        // once consensus has entered that epoch (ADR 003 §3).
+        let schedule = self.consensus_config.schedule;
+        let boundary = schedule.last(schedule.epoch_of(head.saturating_add(1)));
         let to = self
             .sync
             .target
-            .min(head.saturating_add(self.config.sync_batch_blocks));
+            .min(head.saturating_add(self.config.sync_batch_blocks))
+            .min(boundary);
         let request = SyncRequest::Blocks { from: head + 1, to };
         debug!(%peer, from = head + 1, to, "requesting blocks");
         self.send_sync_request(peer, request);

@@ -17,12 +17,12 @@ use super::{NetworkConfig, NetworkError, Topic};
 /// Version reported by identify; peers of other chains or protocol families are not added to
 /// the routing table.
 pub(crate) fn identify_protocol(chain_id: &str) -> String {
-    format!("/mesh/{chain_id}/id/1")
+    format!("/mesh/{chain_id}/id/2")
 }
 
-/// `/mesh/<chain_id>/sync/1`.
+/// `/mesh/<chain_id>/sync/2`.
 pub(crate) fn sync_protocol(chain_id: &str) -> String {
-    format!("/mesh/{chain_id}/sync/1")
+    format!("/mesh/{chain_id}/sync/2")
 }
 
 /// `/mesh/<chain_id>/kad/1`.

@@ -10,7 +10,7 @@ use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
 
-/// Length-bounded codec for `/mesh/<chain_id>/sync/1`; payloads are opaque bytes.
+/// Length-bounded codec for `/mesh/<chain_id>/sync/2`; payloads are opaque bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct SyncCodec {
     /// Largest request or response accepted or sent, in bytes.

@@ -6,11 +6,11 @@
 //! blocks or votes, and consensus never sees a socket.
 //!
 //! What the task speaks (see `docs/networking.md` for the reasons and every limit):
-//! - TCP + noise + yamux; identify (`/mesh/<chain>/id/1`) and ping;
-//! - gossipsub with one topic per kind: `/mesh/<chain>/tx/1` and `/mesh/<chain>/consensus/1`,
+//! - TCP + noise + yamux; identify (`/mesh/<chain>/id/2`) and ping;
+//! - gossipsub with one topic per kind: `/mesh/<chain>/tx/1` and `/mesh/<chain>/consensus/2`,
 //!   anonymous messages whose id is blake3 of the payload; every message waits for the
 //!   application's [`Validation`] before it is forwarded, and `Reject` lowers the sender's score;
-//! - request-response `/mesh/<chain>/sync/1` for block sync, length-prefixed frames capped at
+//! - request-response `/mesh/<chain>/sync/2` for block sync, length-prefixed frames capped at
 //!   `max_sync_bytes` before allocation;
 //! - Kademlia `/mesh/<chain>/kad/1` for discovery from the bootnodes;
 //! - connection limits and a block list (`block_peer` / `unblock_peer`).
@@ -43,7 +43,7 @@ pub use stats::{NetworkStats, NetworkStatsSnapshot};
 pub enum Topic {
     /// Transactions (or batches of them): `/mesh/<chain_id>/tx/1`.
     Transactions,
-    /// Consensus messages (proposals, votes, certificates): `/mesh/<chain_id>/consensus/1`.
+    /// Consensus messages (proposals, votes, certificates): `/mesh/<chain_id>/consensus/2`.
     Consensus,
 }
 
@@ -52,7 +52,7 @@ impl Topic {
     pub fn name(self, chain_id: &str) -> String {
         match self {
             Topic::Transactions => format!("/mesh/{chain_id}/tx/1"),
-            Topic::Consensus => format!("/mesh/{chain_id}/consensus/1"),
+            Topic::Consensus => format!("/mesh/{chain_id}/consensus/2"),
         }
     }
 

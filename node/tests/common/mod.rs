@@ -14,6 +14,8 @@ use mesh_node::network::NetworkConfig;
 use mesh_node::service::NodeOptions;
 
 pub const CHAIN: &str = "mesh-cluster-test";
+/// Heights per epoch of the test chains.
+pub const EPOCH_BLOCKS: u64 = 5;
 
 /// A chain's keys and genesis.
 pub struct Testnet {
@@ -42,7 +44,11 @@ impl Testnet {
                 address: account.address(),
                 balance: 1_000_000_000,
             }],
-            params: Params::for_genesis_set(validators),
+            // Epochs of five blocks: every cluster test crosses boundaries.
+            params: Params {
+                epoch_blocks: EPOCH_BLOCKS,
+                ..Params::for_genesis_set(validators)
+            },
         };
         Testnet {
             genesis,

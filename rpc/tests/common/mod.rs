@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mesh_consensus::{
-    BlockId, FinalityCertificate, Header as ConsensusHeader, Height, ValidatorSignature, View, Vote,
+    BlockId, Epoch, FinalityCertificate, Header as ConsensusHeader, Height, ValidatorSignature,
+    View, Vote,
 };
 use mesh_ledger::execution::ExecutedBlock;
 use mesh_ledger::memory::MemoryState;
@@ -124,6 +125,7 @@ pub fn put(from: &SecretKey, nonce: u64, key: &[u8], value: &[u8]) -> SignedTran
 /// A finality certificate for `header` in `view`, signed by the first `signers` validators.
 pub fn certificate(header: &BlockHeader, view: u64, signers: usize) -> FinalityCertificate {
     let id = BlockId {
+        epoch: Epoch(0),
         view: View(view),
         height: Height(header.height),
         hash: header.hash(),
@@ -300,6 +302,7 @@ impl Chain {
     fn consensus_header(&self, height: u64) -> ConsensusHeader {
         let block = &self.blocks[height as usize];
         ConsensusHeader {
+            epoch: Epoch(0),
             view: View(height),
             height: Height(height),
             parent_view: View(height - 1),
