@@ -88,6 +88,11 @@ pub struct Config {
     /// catches a broken protocol. Never set outside tests.
     #[doc(hidden)]
     pub mutation_weak_quorum: bool,
+    /// Test-only mutation: on entering an epoch keep tallying, verifying and leading with the
+    /// previous epoch's set, so the simulator can prove it catches a certificate signed by a
+    /// set not in force. Never set outside tests.
+    #[doc(hidden)]
+    pub mutation_stale_set: bool,
 }
 
 impl Config {
@@ -99,6 +104,7 @@ impl Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             mutation_weak_quorum: false,
+            mutation_stale_set: false,
         }
     }
 

@@ -790,11 +790,13 @@ impl Consensus {
         let next = Committee::new(info.next_validators.clone(), weak);
         let announced = std::mem::replace(&mut self.next_committee, next);
         // The set was announced a whole epoch ahead; the driver read the same from state.
-        self.committee = if announced.set == info.validators {
-            announced
-        } else {
-            Committee::new(info.validators.clone(), weak)
-        };
+        if !self.config.mutation_stale_set {
+            self.committee = if announced.set == info.validators {
+                announced
+            } else {
+                Committee::new(info.validators.clone(), weak)
+            };
+        }
         self.epoch = info.epoch;
         self.ended = false;
         self.finalized = info.base_in_epoch();

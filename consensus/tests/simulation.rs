@@ -9,6 +9,8 @@
 //!   `forgotten_blocks_are_caught`, `forgotten_certificates_are_caught`: the simulator can
 //!   fail, each by the invariant meant to.
 //! * `issue_20_lost_notarized_block`: the seed that reproduces issue 20 without the journal.
+//! * `stale_set_mutation_is_caught`: machines that keep the old set after `EnterEpoch` are
+//!   caught by `no-certificate-from-a-set-not-in-force`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,7 +30,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// What a run forces instead of drawing from the seed; read from the environment by
 /// `simulation_seeds` and `replay_one_seed` (`MESH_SIM_N`, `MESH_SIM_WHOLE_STOP=0|1`,
-/// `MESH_SIM_STAYS_DOWN=0|1`, `MESH_SIM_MUTATION` for the weak quorum,
+/// `MESH_SIM_STAYS_DOWN=0|1`, `MESH_SIM_RECONFIG=0|1`, `MESH_SIM_MUTATION` for the weak quorum,
 /// `MESH_SIM_FORGET_BLOCKS`, `MESH_SIM_FORGET_CERTIFICATES`), and printed back in replay
 /// commands.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,6 +48,7 @@ impl Options {
                 whole_stop: env_u64("MESH_SIM_WHOLE_STOP").map(|flag| flag != 0),
                 stays_down: env_u64("MESH_SIM_STAYS_DOWN").map(|flag| flag != 0),
                 mutation_weak_quorum: std::env::var("MESH_SIM_MUTATION").is_ok(),
+                reconfigure: env_u64("MESH_SIM_RECONFIG").map(|flag| flag != 0),
             },
             forget_blocks: std::env::var("MESH_SIM_FORGET_BLOCKS").is_ok(),
             forget_certificates: std::env::var("MESH_SIM_FORGET_CERTIFICATES").is_ok(),
@@ -72,6 +75,9 @@ impl Options {
         }
         if self.draw.mutation_weak_quorum {
             prefix.push_str("MESH_SIM_MUTATION=1 ");
+        }
+        if let Some(reconfigure) = self.draw.reconfigure {
+            prefix.push_str(&format!("MESH_SIM_RECONFIG={} ", u8::from(reconfigure)));
         }
         if self.forget_blocks {
             prefix.push_str("MESH_SIM_FORGET_BLOCKS=1 ");
@@ -151,7 +157,8 @@ fn simulation_seeds() {
     let mut mix: BTreeMap<String, u64> = BTreeMap::new();
     for report in &reports {
         blocks += report.blocks_finalized;
-        *mix.entry(format!("n={}", report.scenario.n())).or_default() += 1;
+        *mix.entry(format!("n={}", report.scenario.genesis_n))
+            .or_default() += 1;
         for role in &report.scenario.roles {
             if *role != Role::Honest {
                 *mix.entry(format!("{role:?}")).or_default() += 1;
@@ -159,7 +166,7 @@ fn simulation_seeds() {
         }
         *mix.entry("crashes".into()).or_default() += report.scenario.crashes.len() as u64;
         if report.scenario.whole_stop.is_some() {
-            *mix.entry(format!("whole-stop n={}", report.scenario.n()))
+            *mix.entry(format!("whole-stop n={}", report.scenario.genesis_n))
                 .or_default() += 1;
         }
         if !report.scenario.stays_down.is_empty() {
@@ -168,10 +175,10 @@ fn simulation_seeds() {
         *mix.entry("certificates-from-journal".into()).or_default() +=
             report.certificates_from_journal;
         *mix.entry("fetches".into()).or_default() += report.fetches_sent;
-        *mix.entry(format!("ms n={}", report.scenario.n()))
+        *mix.entry(format!("ms n={}", report.scenario.genesis_n))
             .or_default() += report.wall_ms;
         if report.scenario.whole_stop.is_some() {
-            *mix.entry(format!("ms whole-stop n={}", report.scenario.n()))
+            *mix.entry(format!("ms whole-stop n={}", report.scenario.genesis_n))
                 .or_default() += report.wall_ms;
         }
         *mix.entry("blocks-fetched".into()).or_default() += report.blocks_fetched;
@@ -181,6 +188,9 @@ fn simulation_seeds() {
         *mix.entry("batches".into()).or_default() += report.batches_delivered;
         if report.scenario.loss > 0.0 {
             *mix.entry("lossy".into()).or_default() += 1;
+        }
+        if report.scenario.reconfigures() {
+            *mix.entry("reconfiguring".into()).or_default() += 1;
         }
     }
     println!(
@@ -220,7 +230,7 @@ fn whole_network_restarts_large_committees() {
         violations += print_failures(&reports, &options);
         assert!(reports
             .iter()
-            .all(|report| report.scenario.n() == n && report.scenario.whole_stop.is_some()));
+            .all(|report| report.scenario.genesis_n == n && report.scenario.whole_stop.is_some()));
         let from_journal: u64 = reports.iter().map(|r| r.blocks_from_journal).sum();
         let fetched: u64 = reports.iter().map(|r| r.blocks_fetched).sum();
         println!(
@@ -280,6 +290,7 @@ fn same_seed_same_trace() {
         n: Some(7),
         whole_stop: Some(true),
         stays_down: Some(true),
+        reconfigure: Some(false),
         ..Draw::default()
     };
     let first = run_scenario(Scenario::draw(3, whole_stop), false);
@@ -356,6 +367,7 @@ fn forgotten_blocks_are_caught() {
             n: Some(n),
             whole_stop: Some(true),
             stays_down: Some(false),
+            reconfigure: Some(false),
             ..Draw::default()
         };
         let mutated = Options {
@@ -393,6 +405,7 @@ fn forgotten_blocks_are_caught() {
             n: Some(*n),
             whole_stop: Some(true),
             stays_down: Some(false),
+            reconfigure: Some(false),
             ..Draw::default()
         };
         let report = run_scenario(Scenario::draw(*seed, draw), false);
@@ -420,6 +433,7 @@ fn issue_20_lost_notarized_block() {
         n: Some(16),
         whole_stop: Some(true),
         stays_down: Some(false),
+        reconfigure: Some(false),
         ..Draw::default()
     };
     let scenario = Scenario::draw(SEED, draw);
@@ -489,6 +503,7 @@ fn forgotten_certificates_are_caught() {
             n: Some(n),
             whole_stop: Some(true),
             stays_down: Some(stays_down),
+            reconfigure: Some(false),
             ..Draw::default()
         },
         forget_blocks: false,
@@ -554,4 +569,39 @@ fn forgotten_certificates_are_caught() {
             report.violations
         );
     }
+}
+
+/// Machines that keep tallying and verifying with the previous set after `EnterEpoch` sign
+/// certificates the set in force never signed: `no-certificate-from-a-set-not-in-force` must
+/// notice, within a bounded number of reconfiguring seeds, and the same seeds must pass
+/// without the mutation.
+#[test]
+fn stale_set_mutation_is_caught() {
+    let budget = 200;
+    let draw = Draw {
+        reconfigure: Some(true),
+        whole_stop: Some(false),
+        ..Draw::default()
+    };
+    for seed in 0..budget {
+        let mut scenario = Scenario::draw(seed, draw);
+        scenario.mutation_stale_set = true;
+        let report = run_scenario(scenario, false);
+        let Some(caught) = report
+            .violations
+            .iter()
+            .find(|v| v.starts_with("no-certificate-from-a-set-not-in-force"))
+        else {
+            continue;
+        };
+        println!("mutation-stale-set: caught at seed {seed}: {caught}");
+        let honest = run_scenario(Scenario::draw(seed, draw), false);
+        assert!(
+            honest.violations.is_empty(),
+            "seed {seed} fails without the mutation too: {:?}",
+            honest.violations
+        );
+        return;
+    }
+    panic!("the simulator did not catch a machine keeping a stale set in {budget} seeds");
 }

@@ -23,7 +23,8 @@ pub fn rewrite(
     rng: &mut ChaCha8Rng,
 ) -> Vec<Message> {
     match role {
-        Role::Honest | Role::GarbageFlood => vec![message],
+        // A stale voter's lie is in its machine (it keeps the old set), not in rewriting.
+        Role::Honest | Role::GarbageFlood | Role::StaleVoter => vec![message],
         Role::Silent => Vec::new(),
         Role::EquivocatingLeader => match message {
             // Odd-numbered peers get a different, equally well-formed block.

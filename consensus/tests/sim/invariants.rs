@@ -2,14 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use mesh_consensus::{CertifiedBlock, Message, Vote};
-use mesh_ledger::{Address, Hash, ValidatorSet};
+use mesh_consensus::{CertifiedBlock, FinalityCertificate, Message, Vote};
+use mesh_ledger::{Address, EpochSchedule, Hash, ValidatorSet};
 
 use super::scenario::{Role, Scenario};
 use super::CHAIN_ID;
 
 pub struct Checker {
-    validators: ValidatorSet,
+    /// The scheduled set of each epoch (later epochs keep the last).
+    sets: Vec<ValidatorSet>,
+    schedule: EpochSchedule,
     /// Height → the one block final there, across all nodes and restarts.
     final_blocks: BTreeMap<u64, Hash>,
     /// (honest node, epoch, view, kind) → the vote it sent, across restarts.
@@ -18,9 +20,10 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(_scenario: &Scenario, validators: ValidatorSet) -> Checker {
+    pub fn new(_scenario: &Scenario, sets: Vec<ValidatorSet>, schedule: EpochSchedule) -> Checker {
         Checker {
-            validators,
+            sets,
+            schedule,
             final_blocks: BTreeMap::new(),
             sent_votes: BTreeMap::new(),
             violations: Vec::new(),
@@ -38,10 +41,13 @@ impl Checker {
     }
 
     /// agreement, validity and gap-free order, as each block becomes final on a node.
+    /// `sound_machine` is false for a node whose state machine itself is modified (a stale
+    /// voter keeps an old set on purpose): its certificates are not judged.
     pub fn on_finalize(
         &mut self,
         node: usize,
         honest: bool,
+        sound_machine: bool,
         chain: &[CertifiedBlock],
         item: &CertifiedBlock,
     ) {
@@ -62,9 +68,14 @@ impl Checker {
                 ));
             }
         }
-        if let Err(err) = item.certificate.verify(CHAIN_ID, &self.validators) {
+        let in_force = if sound_machine {
+            self.in_force(&item.certificate)
+        } else {
+            Ok(())
+        };
+        if let Err(why) = in_force {
             self.violation(format!(
-                "validity: node {node} height {} certificate does not verify: {err}",
+                "no-certificate-from-a-set-not-in-force: node {node} height {}: {why}",
                 header.height.0
             ));
         }
@@ -96,6 +107,40 @@ impl Checker {
         }
     }
 
+    /// Checks that `certificate` names the epoch of its height and verifies against the set
+    /// scheduled for that epoch.
+    fn in_force(&self, certificate: &FinalityCertificate) -> Result<(), String> {
+        let subject = certificate.subject;
+        let epoch = self.schedule.epoch_of(subject.height.0);
+        if subject.epoch.0 != epoch {
+            return Err(format!(
+                "certificate of epoch {} for height {} of epoch {epoch}",
+                subject.epoch, subject.height
+            ));
+        }
+        let index = usize::try_from(epoch)
+            .unwrap_or(usize::MAX)
+            .min(self.sets.len() - 1);
+        certificate
+            .verify(CHAIN_ID, &self.sets[index])
+            .map_err(|err| format!("does not verify against the set of epoch {epoch}: {err}"))
+    }
+
+    /// Certificates an honest node obtained (formed or received, `Output::Certified`) must
+    /// be by the set in force for their epoch.
+    pub fn on_certified(&mut self, node: usize, message: &Message) {
+        let Message::Finalization(certificate) = message else {
+            return;
+        };
+        if let Err(why) = self.in_force(certificate) {
+            self.violation(format!(
+                "no-certificate-from-a-set-not-in-force: node {node} holds a finality \
+                 certificate for height {}: {why}",
+                certificate.subject.height
+            ));
+        }
+    }
+
     /// Descendant certificates must name a block of the same chain.
     pub fn check_chains(&mut self, chains: &[(bool, &[CertifiedBlock])]) {
         for (node, (_, chain)) in chains.iter().enumerate() {
@@ -105,9 +150,11 @@ impl Checker {
                     continue;
                 }
                 let index = usize::try_from(certified.height.0 - 1).unwrap();
-                let linked = chain
-                    .get(index)
-                    .is_some_and(|b| b.block.header.id() == certified);
+                // The certified block itself, named in its own view or a re-proposal's.
+                let linked = chain.get(index).is_some_and(|b| {
+                    let header = b.block.header;
+                    header.hash == certified.hash && header.epoch == certified.epoch
+                });
                 if !linked && chain.len() > index {
                     self.violation(format!(
                         "validity: node {node} height {} is covered by a certificate for a \

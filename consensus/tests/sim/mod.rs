@@ -123,8 +123,8 @@ pub struct RunReport {
 pub struct World {
     scenario: Scenario,
     config: Config,
-    /// The set of every epoch (reconfiguration comes with step 4 of ADR 003).
-    validators: ValidatorSet,
+    /// The set of each epoch of the scenario's schedule (later epochs keep the last).
+    sets: Vec<ValidatorSet>,
     addresses: Vec<Address>,
     nodes: Vec<Node>,
     queue: BTreeMap<(u64, u64), Event>,
@@ -152,8 +152,13 @@ impl World {
             view_timeout_base_ms: 250,
             view_timeout_max_ms: 2_000,
         };
-        let (keys, validators, mut config) =
-            committee(&scenario.powers, timeouts, scenario.epoch_blocks);
+        let (keys, mut config) = committee(scenario.n(), timeouts, scenario.epoch_blocks);
+        config.mutation_stale_set = scenario.mutation_stale_set;
+        let sets: Vec<ValidatorSet> = scenario
+            .sets
+            .iter()
+            .map(|members| setup::validator_set(&keys, &scenario.powers, members))
+            .collect();
         config.mutation_weak_quorum = scenario.mutation_weak_quorum;
         config.limits.payload_bytes_max = 1024;
         let addresses = keys.iter().map(SecretKey::address).collect();
@@ -173,12 +178,12 @@ impl World {
                 app: App::default(),
             })
             .collect();
-        let checker = Checker::new(&scenario, validators.clone());
+        let checker = Checker::new(&scenario, sets.clone(), config.schedule);
         World {
             rng: ChaCha8Rng::seed_from_u64(scenario.seed),
             scenario,
             config,
-            validators,
+            sets,
             addresses,
             nodes,
             queue: BTreeMap::new(),
@@ -343,10 +348,23 @@ impl World {
             let item = &self.nodes_chain_block(base_height);
             item.unwrap_or(*tip)
         };
+        self.epoch_info(Epoch(epoch), base)
+    }
+
+    /// The set in force in `epoch`.
+    fn set_of(&self, epoch: Epoch) -> ValidatorSet {
+        let index = usize::try_from(epoch.0)
+            .unwrap_or(usize::MAX)
+            .min(self.sets.len() - 1);
+        self.sets[index].clone()
+    }
+
+    /// What the driver reads from its committed state at the start of `epoch`.
+    fn epoch_info(&self, epoch: Epoch, base: BlockId) -> EpochInfo {
         EpochInfo {
-            epoch: Epoch(epoch),
-            validators: self.validators.clone(),
-            next_validators: self.validators.clone(),
+            epoch,
+            validators: self.set_of(epoch),
+            next_validators: self.set_of(epoch.next()),
             base,
         }
     }
@@ -373,8 +391,12 @@ impl World {
         };
         let epoch = self.epoch_at(&tip);
         let epoch_number = epoch.epoch.0;
+        let mut config = self.config.clone();
+        if self.nodes[node].role == Role::StaleVoter {
+            config.mutation_stale_set = true;
+        }
         let machine = Consensus::restore(
-            self.config.clone(),
+            config,
             self.nodes[node].key.clone(),
             epoch,
             safety,
@@ -513,8 +535,9 @@ impl World {
                 }
             }
             Event::GarbageTick { node } => {
+                let genesis_set = self.sets[0].clone();
                 let messages =
-                    byzantine::garbage(&mut self.rng, &self.config, &self.validators, self.now_ms);
+                    byzantine::garbage(&mut self.rng, &self.config, &genesis_set, self.now_ms);
                 for message in messages {
                     let to = self.rng.gen_range(0..self.nodes.len());
                     if to != node {
@@ -580,6 +603,9 @@ impl World {
         match output {
             Output::PersistSafetyState(state) => self.nodes[node].durable_safety = state,
             Output::Certified(message) => {
+                if self.nodes[node].role == Role::Honest {
+                    self.checker.on_certified(node, &message);
+                }
                 // Certificates go into the driver's journal as they are obtained.
                 let key = match &message {
                     Message::Notarization(cert) => {
@@ -654,10 +680,12 @@ impl World {
                 },
             ),
             Output::Finalize { block, certificate } => {
-                let honest = self.nodes[node].role == Role::Honest;
+                let role = self.nodes[node].role;
+                let honest = role == Role::Honest;
+                let sound = role != Role::StaleVoter;
                 let item = CertifiedBlock { block, certificate };
-                self.checker
-                    .on_finalize(node, honest, &self.nodes[node].durable_chain, &item);
+                let chain = &self.nodes[node].durable_chain;
+                self.checker.on_finalize(node, honest, sound, chain, &item);
                 let entry = &mut self.nodes[node];
                 let header = item.block.header;
                 entry
@@ -673,14 +701,8 @@ impl World {
             Output::RequestSync { from, to } => self.serve_sync(node, from, to),
             Output::EpochEnded { epoch, boundary } => {
                 // The boundary's Finalize came first and is durable: the driver reads the next
-                // sets (here: the one set) and enters the next epoch a moment later, so a
-                // crash can fall between the two.
-                let info = EpochInfo {
-                    epoch: epoch.next(),
-                    validators: self.validators.clone(),
-                    next_validators: self.validators.clone(),
-                    base: boundary,
-                };
+                // sets and enters the next epoch a moment later, so a crash can fall between.
+                let info = self.epoch_info(epoch.next(), boundary);
                 let at = self.now_ms + self.rng.gen_range(0..3);
                 self.schedule(
                     at,

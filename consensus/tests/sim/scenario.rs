@@ -16,6 +16,9 @@ pub enum Role {
     DoubleVoter,
     /// Honest code, plus a steady flood of invalid and hostile messages.
     GarbageFlood,
+    /// Keeps the set it started with (`Config::mutation_stale_set` on its machine alone), so
+    /// once the schedule drops it, it goes on voting in epochs it has no power in.
+    StaleVoter,
 }
 
 /// Messages from `from` to `to` are dropped between `start_ms` and `end_ms`; `one_way`
@@ -86,7 +89,14 @@ pub struct Draw {
     /// the Byzantine ones at most `f` power).
     pub stays_down: Option<bool>,
     pub mutation_weak_quorum: bool,
+    /// Validator sets change at epoch boundaries (drawn for a quarter of the seeds).
+    pub reconfigure: Option<bool>,
 }
+
+/// Share of seeds whose validator set changes at epoch boundaries.
+pub const RECONFIGURE_SHARE: f64 = 0.25;
+/// Epochs a set schedule is drawn for; later epochs keep the last set.
+pub const SCHEDULED_EPOCHS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -125,6 +135,15 @@ pub struct Scenario {
     /// Heights per epoch: short in half the seeds, so runs cross boundaries (re-proposals,
     /// `EpochEnded`, `EnterEpoch`, crashes between commit and entering) under every fault.
     pub epoch_blocks: u64,
+    /// The members (node indices) of each epoch's set; epochs past the end keep the last. One
+    /// entry, the first `genesis_n` nodes, when the set never changes. Nodes outside an
+    /// epoch's set follow the chain as full nodes, and join or leave by input alone.
+    pub sets: Vec<Vec<usize>>,
+    /// Nodes in the genesis set (the first ones); the rest start as followers.
+    pub genesis_n: usize,
+    /// Test-only mutation of consensus: keep tallying and verifying with the old set after
+    /// `EnterEpoch` (`Config::mutation_stale_set`).
+    pub mutation_stale_set: bool,
 }
 
 /// Epoch length of seeds that do not draw short epochs: no run reaches it.
@@ -272,6 +291,9 @@ impl Scenario {
             whole_stop,
             stays_down: Vec::new(),
             epoch_blocks: LONG_EPOCH_BLOCKS,
+            sets: vec![(0..n).collect()],
+            genesis_n: n,
+            mutation_stale_set: false,
         };
         // Drawn last, so forcing it leaves the rest of the scenario as it was.
         let stays_down = rng.gen_bool(STAYS_DOWN_SHARE);
@@ -298,6 +320,10 @@ impl Scenario {
         if rng.gen_bool(0.5) {
             scenario.epoch_blocks = rng.gen_range(3..=20);
         }
+        let reconfigure = rng.gen_bool(RECONFIGURE_SHARE);
+        if force.reconfigure.unwrap_or(reconfigure) {
+            scenario.draw_reconfiguration(&mut rng, equal);
+        }
         scenario
     }
 
@@ -305,11 +331,97 @@ impl Scenario {
         self.powers.len()
     }
 
+    /// Adds up to `n / 2 + 1` nodes outside the genesis set and a schedule of sets over all of
+    /// them: from epoch 2 on (the genesis set is in force for epochs 0 and 1), each epoch keeps
+    /// the previous set or grows it, shrinks it or swaps a member, so long runs rotate it
+    /// entirely. Every set keeps its faulty power — Byzantine members and validators that never
+    /// come back — at most `f` of its own total, or the change is not made.
+    fn draw_reconfiguration(&mut self, rng: &mut ChaCha8Rng, equal: bool) {
+        let extra = self.n() / 2 + 1;
+        for _ in 0..extra {
+            self.powers
+                .push(if equal { 1 } else { rng.gen_range(1..=5) });
+            self.roles.push(Role::Honest);
+        }
+        // Boundaries every few blocks, so a run sees many sets.
+        self.epoch_blocks = rng.gen_range(2..=4);
+        let universe = self.n();
+        let mut sets = vec![self.sets[0].clone(), self.sets[0].clone()];
+        for _ in 2..SCHEDULED_EPOCHS {
+            let mut next = sets.last().cloned().unwrap_or_default();
+            match rng.gen_range(0..4) {
+                0 => {}
+                1 => {
+                    let outside: Vec<usize> = (0..universe).filter(|i| !next.contains(i)).collect();
+                    if !outside.is_empty() {
+                        next.push(outside[rng.gen_range(0..outside.len())]);
+                    }
+                }
+                2 => {
+                    if next.len() > 1 {
+                        next.remove(rng.gen_range(0..next.len()));
+                    }
+                }
+                _ => {
+                    let outside: Vec<usize> = (0..universe).filter(|i| !next.contains(i)).collect();
+                    if !outside.is_empty() && !next.is_empty() {
+                        let slot = rng.gen_range(0..next.len());
+                        next[slot] = outside[rng.gen_range(0..outside.len())];
+                    }
+                }
+            }
+            next.sort_unstable();
+            if !self.tolerates(&next) {
+                next = sets.last().cloned().unwrap_or_default();
+            }
+            sets.push(next);
+        }
+        self.sets = sets;
+        // Half the time one Byzantine validator that the schedule drops at some point turns
+        // into a stale voter instead (its power was counted as faulty either way).
+        let liars: Vec<usize> = (0..self.genesis_n)
+            .filter(|i| !matches!(self.roles[*i], Role::Honest | Role::Silent))
+            .filter(|i| self.sets.iter().any(|set| !set.contains(i)))
+            .collect();
+        if !liars.is_empty() && rng.gen_bool(0.5) {
+            let node = liars[rng.gen_range(0..liars.len())];
+            self.roles[node] = Role::StaleVoter;
+        }
+    }
+
+    /// Whether `members` can lose its faulty ones: Byzantine validators, and (after a
+    /// whole-network stop) those that never come back, hold at most `f` of its power.
+    pub fn tolerates(&self, members: &[usize]) -> bool {
+        let total: u64 = members.iter().map(|i| self.powers[*i]).sum();
+        if total == 0 {
+            return false;
+        }
+        let faulty: u64 = members
+            .iter()
+            .filter(|i| self.roles[**i] != Role::Honest || self.stays_down.contains(i))
+            .map(|i| self.powers[*i])
+            .sum();
+        faulty <= (total - 1) / 3
+    }
+
+    /// The members of `epoch`'s set.
+    pub fn members(&self, epoch: u64) -> &[usize] {
+        let index = usize::try_from(epoch)
+            .unwrap_or(usize::MAX)
+            .min(self.sets.len().saturating_sub(1));
+        &self.sets[index]
+    }
+
+    /// Whether the set changes at some boundary.
+    pub fn reconfigures(&self) -> bool {
+        self.sets.windows(2).any(|pair| pair[0] != pair[1])
+    }
+
     /// One line describing the fault mix, for failure reports.
     pub fn describe(&self) -> String {
         format!(
             "n={} powers={:?} roles={:?} latency={}±{}ms loss={:.2} dup={:.2} partitions={} \
-             crashes={} faults_end={}ms batches={} epoch_blocks={}{}",
+             crashes={} faults_end={}ms batches={} epoch_blocks={}{}{}",
             self.n(),
             self.powers,
             self.roles,
@@ -322,6 +434,21 @@ impl Scenario {
             self.faults_end_ms,
             self.batch_delivery,
             self.epoch_blocks,
+            if self.reconfigures() {
+                let changes = self
+                    .sets
+                    .windows(2)
+                    .filter(|pair| pair[0] != pair[1])
+                    .count();
+                format!(
+                    " reconfigure: {} nodes, genesis set {:?}, {changes} changes, last set {:?}",
+                    self.n(),
+                    self.sets[0],
+                    self.sets.last().cloned().unwrap_or_default()
+                )
+            } else {
+                String::new()
+            },
             match &self.whole_stop {
                 Some(stop) => format!(
                     " whole-stop={}..{}ms down, last restart {}ms{}",

@@ -25,24 +25,24 @@ pub fn validator_key(index: usize) -> SecretKey {
     SecretKey::from_seed(seed)
 }
 
-/// Keys, set and config for a committee with the given powers (index i holds `powers[i]`).
-pub fn committee(
-    powers: &[u64],
-    timeouts: Timeouts,
-    epoch_blocks: u64,
-) -> (Vec<SecretKey>, ValidatorSet, Config) {
-    let keys: Vec<SecretKey> = (0..powers.len()).map(validator_key).collect();
-    let validators = ValidatorSet::new(
-        keys.iter()
-            .zip(powers)
-            .map(|(key, power)| Validator {
-                address: key.address(),
-                power: *power,
+/// Keys and config for `nodes` simulated nodes.
+pub fn committee(nodes: usize, timeouts: Timeouts, epoch_blocks: u64) -> (Vec<SecretKey>, Config) {
+    let keys: Vec<SecretKey> = (0..nodes).map(validator_key).collect();
+    let mut config = Config::new(CHAIN_ID, EpochSchedule::new(epoch_blocks));
+    config.timeouts = timeouts;
+    (keys, config)
+}
+
+/// The validator set of `members` (node indices; node i holds `powers[i]`).
+pub fn validator_set(keys: &[SecretKey], powers: &[u64], members: &[usize]) -> ValidatorSet {
+    ValidatorSet::new(
+        members
+            .iter()
+            .map(|i| Validator {
+                address: keys[*i].address(),
+                power: powers[*i],
             })
             .collect(),
     )
-    .unwrap();
-    let mut config = Config::new(CHAIN_ID, EpochSchedule::new(epoch_blocks));
-    config.timeouts = timeouts;
-    (keys, validators, config)
+    .unwrap()
 }
