@@ -526,30 +526,24 @@ fn vouched_signatures_are_skipped_and_the_rest_still_checked() {
         transfer(&key(2), 0, key(0).address(), 5),
     ];
     let hashes: Vec<_> = txs.iter().map(SignedTransaction::hash).collect();
+    let build = |txs: Vec<SignedTransaction>, verified: mesh_ledger::SignaturesVerified<'_>| {
+        mesh_ledger::build_block_with(
+            &chain.state,
+            &chain.head,
+            key(1000).address(),
+            chain.head.timestamp_ms + 5,
+            txs,
+            &chain.ctx,
+            verified,
+        )
+        .unwrap()
+    };
 
     // The builder trusts what it is told (the mempool verified its candidates) ...
-    let (built, excluded) = mesh_ledger::build_block_with(
-        &chain.state,
-        &chain.head,
-        key(1000).address(),
-        chain.head.timestamp_ms + 5,
-        txs.clone(),
-        &chain.ctx,
-        &|hash| hashes.contains(hash),
-    )
-    .unwrap();
+    let (built, excluded) = build(txs.clone(), &|hash| hashes.contains(hash));
     assert!(excluded.is_empty());
     // ... and checks what it is not told about.
-    let (_, excluded) = mesh_ledger::build_block_with(
-        &chain.state,
-        &chain.head,
-        key(1000).address(),
-        chain.head.timestamp_ms + 5,
-        txs,
-        &chain.ctx,
-        mesh_ledger::NONE_VERIFIED,
-    )
-    .unwrap();
+    let (_, excluded) = build(txs, mesh_ledger::NONE_VERIFIED);
     assert_eq!(excluded.len(), 1);
     assert_eq!(excluded[0].tx_hash, forged.hash());
 
@@ -582,15 +576,7 @@ fn vouched_signatures_are_skipped_and_the_rest_still_checked() {
         transfer(&key(0), 0, key(1).address(), 5),
         transfer(&key(2), 0, key(0).address(), 5),
     ];
-    let (valid, _) = mesh_ledger::build_block(
-        &chain.state,
-        &chain.head,
-        key(1000).address(),
-        chain.head.timestamp_ms + 5,
-        valid,
-        &chain.ctx,
-    )
-    .unwrap();
+    let (valid, _) = build(valid, mesh_ledger::NONE_VERIFIED);
     let all = valid.tx_hashes.clone();
     let checked = apply_block(&chain.state, &chain.head, &valid.block, &chain.ctx).unwrap();
     let skipped = mesh_ledger::apply_block_with(
