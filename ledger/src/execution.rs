@@ -495,6 +495,18 @@ fn status_of(outcome: staking::Outcome) -> ReceiptStatus {
     }
 }
 
+/// Which transactions' signatures the caller has already verified, by transaction hash.
+///
+/// A transaction hash is the hash of the whole signed encoding, signature included, so a hash
+/// names one byte string and one verdict of the one signature rule (`crypto.rs`): a node that
+/// verified a transaction when it admitted it need not verify it again when it meets it in a
+/// block. Answering `true` for a transaction whose signature was not verified would let an
+/// invalid block through; [`NONE_VERIFIED`] is always safe.
+pub type SignaturesVerified<'a> = &'a dyn Fn(&TxHash) -> bool;
+
+/// Nothing verified beforehand: every signature is checked.
+pub const NONE_VERIFIED: SignaturesVerified<'static> = &|_| false;
+
 /// Checks everything about `block` that needs no state: header against parent and context,
 /// limits, tx root, every transaction's stateless checks, and all signatures in one batch.
 /// Returns the transaction hashes.
@@ -502,6 +514,17 @@ pub fn check_block_stateless(
     block: &Block,
     parent: &BlockHeader,
     ctx: &ChainContext,
+) -> Result<Vec<TxHash>, BlockError> {
+    check_block_stateless_with(block, parent, ctx, NONE_VERIFIED)
+}
+
+/// [`check_block_stateless`], verifying in one batch only the signatures `verified` does not
+/// vouch for.
+pub fn check_block_stateless_with(
+    block: &Block,
+    parent: &BlockHeader,
+    ctx: &ChainContext,
+    verified: SignaturesVerified<'_>,
 ) -> Result<Vec<TxHash>, BlockError> {
     let header = &block.header;
     if header.version != PROTOCOL_VERSION {
@@ -570,8 +593,15 @@ pub fn check_block_stateless(
             computed,
         });
     }
-    tx::verify_signatures(&block.txs)
-        .map_err(|(index, reason)| BlockError::InvalidTx { index, reason })?;
+    let unverified: Vec<usize> = (0..block.txs.len())
+        .filter(|&index| !verified(&tx_hashes[index]))
+        .collect();
+    tx::verify_signatures(unverified.iter().map(|&index| &block.txs[index])).map_err(
+        |(position, reason)| BlockError::InvalidTx {
+            index: unverified.get(position).copied().unwrap_or(position),
+            reason,
+        },
+    )?;
     Ok(tx_hashes)
 }
 
@@ -583,7 +613,19 @@ pub fn apply_block<S: StateReader + TreeReader>(
     block: &Block,
     ctx: &ChainContext,
 ) -> Result<ExecutedBlock, BlockError> {
-    let tx_hashes = check_block_stateless(block, parent, ctx)?;
+    apply_block_with(state, parent, block, ctx, NONE_VERIFIED)
+}
+
+/// [`apply_block`], skipping the signatures `verified` vouches for (see
+/// [`SignaturesVerified`]); every other check is the same.
+pub fn apply_block_with<S: StateReader + TreeReader>(
+    state: &S,
+    parent: &BlockHeader,
+    block: &Block,
+    ctx: &ChainContext,
+    verified: SignaturesVerified<'_>,
+) -> Result<ExecutedBlock, BlockError> {
+    let tx_hashes = check_block_stateless_with(block, parent, ctx, verified)?;
     let header = &block.header;
     let (current, next) = expected_set_hashes(state, &ctx.params, header.height)?;
     if header.validator_set_hash != current {
@@ -647,6 +689,28 @@ pub fn build_block<S: StateReader + TreeReader>(
     candidates: Vec<SignedTransaction>,
     ctx: &ChainContext,
 ) -> Result<(ExecutedBlock, Vec<Excluded>), BlockError> {
+    build_block_with(
+        state,
+        parent,
+        proposer,
+        timestamp_ms,
+        candidates,
+        ctx,
+        NONE_VERIFIED,
+    )
+}
+
+/// [`build_block`], skipping the signature check of the candidates `verified` vouches for
+/// (see [`SignaturesVerified`]).
+pub fn build_block_with<S: StateReader + TreeReader>(
+    state: &S,
+    parent: &BlockHeader,
+    proposer: Address,
+    timestamp_ms: u64,
+    candidates: Vec<SignedTransaction>,
+    ctx: &ChainContext,
+    verified: SignaturesVerified<'_>,
+) -> Result<(ExecutedBlock, Vec<Excluded>), BlockError> {
     let params = &ctx.params;
     let height = parent
         .height
@@ -671,7 +735,13 @@ pub fn build_block<S: StateReader + TreeReader>(
         }
         let verdict = stx
             .check_stateless_sized(encoded.len(), &ctx.chain_id, params)
-            .and_then(|()| stx.verify_signature())
+            .and_then(|()| {
+                if verified(&tx_hash) {
+                    Ok(())
+                } else {
+                    stx.verify_signature()
+                }
+            })
             .map_err(|err| err.to_string());
         if let Err(reason) = verdict {
             excluded.push(Excluded { tx_hash, reason });

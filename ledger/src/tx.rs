@@ -221,8 +221,11 @@ impl SignedTransaction {
 }
 
 /// Verifies the signatures of many transactions with one batch. On failure names the index of
-/// the first bad transaction.
-pub fn verify_signatures(txs: &[SignedTransaction]) -> Result<(), (usize, TxError)> {
+/// the first bad transaction (in iteration order).
+pub fn verify_signatures<'a>(
+    txs: impl IntoIterator<Item = &'a SignedTransaction>,
+) -> Result<(), (usize, TxError)> {
+    let txs: Vec<&SignedTransaction> = txs.into_iter().collect();
     let messages: Vec<Vec<u8>> = txs.iter().map(|stx| stx.tx.signing_bytes()).collect();
     let items: Vec<SignedMessage<'_>> = txs
         .iter()

@@ -511,3 +511,83 @@ fn genesis_errors_name_the_field() {
     assert!(matches!(missing, GenesisError::Io { .. }));
     assert!(missing.to_string().contains("/nonexistent/genesis.json"));
 }
+
+/// A node skips the signatures it verified at admission (`SignaturesVerified`, by hash) and
+/// checks the rest in one batch; a bad one is still found and named by its index in the block.
+#[test]
+fn vouched_signatures_are_skipped_and_the_rest_still_checked() {
+    let genesis = support::genesis_with(3, 100);
+    let chain = MemChain::new(&genesis);
+    let mut forged = transfer(&key(1), 0, key(2).address(), 5);
+    forged.tx.fee = 3;
+    let txs = vec![
+        transfer(&key(0), 0, key(1).address(), 5),
+        forged.clone(),
+        transfer(&key(2), 0, key(0).address(), 5),
+    ];
+    let hashes: Vec<_> = txs.iter().map(SignedTransaction::hash).collect();
+    let build = |txs: Vec<SignedTransaction>, verified: mesh_ledger::SignaturesVerified<'_>| {
+        mesh_ledger::build_block_with(
+            &chain.state,
+            &chain.head,
+            key(1000).address(),
+            chain.head.timestamp_ms + 5,
+            txs,
+            &chain.ctx,
+            verified,
+        )
+        .unwrap()
+    };
+
+    // The builder trusts what it is told (the mempool verified its candidates) ...
+    let (built, excluded) = build(txs.clone(), &|hash| hashes.contains(hash));
+    assert!(excluded.is_empty());
+    // ... and checks what it is not told about.
+    let (_, excluded) = build(txs, mesh_ledger::NONE_VERIFIED);
+    assert_eq!(excluded.len(), 1);
+    assert_eq!(excluded[0].tx_hash, forged.hash());
+
+    // A validator that verified only the first and last still finds the forgery in the middle.
+    let vouched = [hashes[0], hashes[2]];
+    for verified in [mesh_ledger::NONE_VERIFIED, &|hash: &mesh_ledger::TxHash| {
+        vouched.contains(hash)
+    }] {
+        let verdict = mesh_ledger::apply_block_with(
+            &chain.state,
+            &chain.head,
+            &built.block,
+            &chain.ctx,
+            verified,
+        );
+        assert!(
+            matches!(
+                verdict,
+                Err(BlockError::InvalidTx {
+                    index: 1,
+                    reason: TxError::InvalidSignature
+                })
+            ),
+            "{verdict:?}"
+        );
+    }
+
+    // A valid block gives the same execution whatever was vouched for.
+    let valid = vec![
+        transfer(&key(0), 0, key(1).address(), 5),
+        transfer(&key(2), 0, key(0).address(), 5),
+    ];
+    let (valid, _) = build(valid, mesh_ledger::NONE_VERIFIED);
+    let all = valid.tx_hashes.clone();
+    let checked = apply_block(&chain.state, &chain.head, &valid.block, &chain.ctx).unwrap();
+    let skipped = mesh_ledger::apply_block_with(
+        &chain.state,
+        &chain.head,
+        &valid.block,
+        &chain.ctx,
+        &|hash| all.contains(hash),
+    )
+    .unwrap();
+    assert_eq!(checked.receipts, skipped.receipts);
+    assert_eq!(checked.changes, skipped.changes);
+    assert_eq!(checked.block_hash, skipped.block_hash);
+}

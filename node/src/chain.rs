@@ -18,8 +18,9 @@ use mesh_ledger::memory::Layered;
 use mesh_ledger::state::StateReader;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
-    apply_block, build_block, Account, Address, Block, BlockError, BlockHeader, ChainContext,
-    ExecutedBlock, Genesis, Hash, SignedTransaction, StateKey, TxHash, ValidatorSet,
+    apply_block, apply_block_with, build_block_with, Account, Address, Block, BlockError,
+    BlockHeader, ChainContext, ExecutedBlock, Genesis, Hash, SignaturesVerified, SignedTransaction,
+    StateKey, TxHash, ValidatorSet,
 };
 
 use mesh_rpc::FinalizedEvent;
@@ -352,22 +353,25 @@ impl Chain {
     }
 
     /// Builds and executes a block on `parent` from `candidates`; keeps the result and returns
-    /// the block hash and the payload to propose.
+    /// the block hash and the payload to propose. Signatures `verified` vouches for (the
+    /// mempool's) are not checked again.
     pub fn build(
         &mut self,
         parent: &Hash,
         proposer: Address,
         timestamp_ms: u64,
         candidates: Vec<SignedTransaction>,
+        verified: SignaturesVerified<'_>,
     ) -> Result<(Hash, Vec<u8>, usize), ChainError> {
         let (parent_header, state) = self.state_after(parent)?;
-        let (executed, excluded) = build_block(
+        let (executed, excluded) = build_block_with(
             &state,
             &parent_header,
             proposer,
             timestamp_ms,
             candidates,
             &self.ctx,
+            verified,
         )?;
         self.check_sets(&executed)?;
         for item in &excluded {
@@ -382,7 +386,8 @@ impl Chain {
 
     /// Checks a proposed payload: it decodes, hashes to `block_hash`, sits at `height` on
     /// `parent`, was proposed by `leader`, is not stamped too far in the future, and executes
-    /// to the roots in its header. Keeps the execution for finalization.
+    /// to the roots in its header. Keeps the execution for finalization. Signatures `verified`
+    /// vouches for (the mempool's) are not checked again; the rest are, in one batch.
     #[allow(clippy::too_many_arguments)]
     pub fn verify(
         &mut self,
@@ -393,6 +398,7 @@ impl Chain {
         leader: Address,
         now_wall_ms: u64,
         max_clock_drift_ms: u64,
+        verified: SignaturesVerified<'_>,
     ) -> Result<(), ChainError> {
         if self.speculative.contains_key(block_hash) {
             return Ok(()); // checked already (re-proposal, or our own block)
@@ -422,7 +428,7 @@ impl Chain {
             )));
         }
         let (parent_header, state) = self.state_after(parent)?;
-        let executed = apply_block(&state, &parent_header, &block, &self.ctx)?;
+        let executed = apply_block_with(&state, &parent_header, &block, &self.ctx, verified)?;
         self.check_sets(&executed)?;
         self.remember(executed);
         Ok(())

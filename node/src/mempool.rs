@@ -214,6 +214,14 @@ impl Mempool {
         self.entries.contains_key(hash)
     }
 
+    /// True when `hash` is pending, and so its signature passed: every pending transaction
+    /// was verified on its way in ([`CheckedTx::check`] or [`Mempool::insert_batch`]), and a
+    /// hash covers the signature. A block holding it need not verify it again
+    /// (`mesh_ledger::SignaturesVerified`).
+    pub fn signature_verified(&self, hash: &TxHash) -> bool {
+        self.entries.contains_key(hash)
+    }
+
     /// A pending transaction.
     pub fn get(&self, hash: &TxHash) -> Option<&SignedTransaction> {
         self.entries.get(hash).map(|entry| &entry.stx)

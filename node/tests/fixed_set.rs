@@ -101,6 +101,7 @@ fn verify(chain: &mut Chain, executed: &ExecutedBlock) -> Result<(), ChainError>
         header.proposer,
         u64::MAX / 2,
         0,
+        mesh_ledger::NONE_VERIFIED,
     )
 }
 
@@ -135,6 +136,7 @@ fn a_boundary_block_that_changes_the_set_is_refused_and_one_that_keeps_it_is_not
         validator(0).address(),
         staking[0].block.header.timestamp_ms + 1,
         Vec::new(),
+        mesh_ledger::NONE_VERIFIED,
     );
     assert!(matches!(
         built,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use jsonrpsee_core::client::{ClientT, Error as RpcClientError, Subscription, SubscriptionClientT};
+use jsonrpsee_core::params::BatchRequestBuilder;
 use jsonrpsee_core::traits::ToRpcParams;
 use mesh_ledger::{Address, Receipt, SignedTransaction, TxHash};
 use serde::de::DeserializeOwned;
@@ -75,6 +76,15 @@ impl ToRpcParams for Positional {
 fn arg<T: Serialize>(value: &T) -> Result<Value, ClientError> {
     serde_json::to_value(value).map_err(|err| ClientError::Transport(err.to_string()))
 }
+
+/// What [`Client::send_transactions`] returns: one result per transaction, in order.
+pub type SendBatch<'c> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Vec<Result<TxHash, ClientError>>, ClientError>>
+            + Send
+            + 'c,
+    >,
+>;
 
 /// A client of one node over one transport: [`HttpTransport`] or [`WsTransport`].
 #[derive(Debug)]
@@ -160,6 +170,42 @@ impl<C: ClientT + Sync> Client<C> {
         let hex = mesh_ledger::bytes::to_hex(&tx.encode());
         self.call("mesh_sendTransaction", vec![Value::String(hex)])
             .await
+    }
+
+    /// `mesh_sendTransaction` for each of `txs`, as one JSON-RPC batch: one HTTP request (or
+    /// WebSocket message) instead of one per transaction. At most the node's `batch_len_max`
+    /// calls (100 by default; a longer batch is refused whole). One result per transaction, in
+    /// the order given; the outer error is the batch's own (transport, or the batch refused).
+    ///
+    /// The future is boxed: jsonrpsee's batch future is generic over a lifetime that the
+    /// compiler cannot yet prove `Send` for inside `tokio::spawn` (rust-lang/rust#100013).
+    pub fn send_transactions<'c>(&'c self, txs: &[SignedTransaction]) -> SendBatch<'c> {
+        let mut batch: BatchRequestBuilder<'static> = BatchRequestBuilder::new();
+        for tx in txs {
+            let hex = mesh_ledger::bytes::to_hex(&tx.encode());
+            if let Err(err) =
+                batch.insert("mesh_sendTransaction", Positional(vec![Value::String(hex)]))
+            {
+                return Box::pin(std::future::ready(Err(ClientError::Transport(
+                    err.to_string(),
+                ))));
+            }
+        }
+        let empty = txs.is_empty();
+        Box::pin(async move {
+            if empty {
+                return Ok(Vec::new());
+            }
+            let response = self.transport.batch_request::<TxHash>(batch).await?;
+            Ok(response
+                .into_iter()
+                .map(|entry| {
+                    entry.map_err(|object| {
+                        ClientError::from(RpcClientError::Call(object.into_owned()))
+                    })
+                })
+                .collect())
+        })
     }
 
     /// `mesh_sendTransactionAndWait`: the receipt once final.

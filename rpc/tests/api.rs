@@ -135,6 +135,45 @@ async fn submit_is_idempotent_and_lookups_follow_the_transaction() {
 }
 
 #[tokio::test]
+async fn a_batch_of_submissions_answers_each_in_order() {
+    let node = MockNode::new();
+    let (_server, addr) = serve(&node, test_config()).await;
+    let client = http_client(addr).await;
+    let first = transfer(&alice(), 0, &bob(), 1);
+    let second = transfer(&alice(), 1, &bob(), 2);
+    let mut forged = transfer(&alice(), 2, &bob(), 3);
+    forged.signature.0[0] ^= 1;
+
+    assert!(client.send_transactions(&[]).await.unwrap().is_empty());
+    let answers = client
+        .send_transactions(&[first.clone(), forged, second.clone(), first.clone()])
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 4);
+    assert_eq!(answers[0].as_ref().unwrap(), &first.hash());
+    assert!(
+        matches!(
+            &answers[1],
+            Err(ClientError::Api(ApiError::InvalidSignature))
+        ),
+        "{:?}",
+        answers[1]
+    );
+    assert_eq!(answers[2].as_ref().unwrap(), &second.hash());
+    // The same bytes twice in one batch: the same hash, one pending transaction.
+    assert_eq!(answers[3].as_ref().unwrap(), &first.hash());
+    assert_eq!(client.mempool().await.unwrap().count, 2);
+
+    // Longer than the server's `batch_len_max`: refused whole, nothing admitted.
+    let config = test_config();
+    let many: Vec<_> = (0..u64::from(config.batch_len_max) + 1)
+        .map(|nonce| transfer(&bob(), nonce, &alice(), 1))
+        .collect();
+    assert!(client.send_transactions(&many).await.is_err());
+    assert_eq!(client.mempool().await.unwrap().count, 2);
+}
+
+#[tokio::test]
 async fn send_and_wait_returns_the_receipt_or_times_out_with_status() {
     let node = MockNode::new();
     let (_server, addr) = serve(&node, test_config()).await;

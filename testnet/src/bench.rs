@@ -2,7 +2,8 @@
 //!
 //! It loads the development accounts' key files, reads each account's next nonce
 //! (`mesh_getAccount`), pre-signs every transaction of a run, then submits them at the target
-//! rate (`mesh_sendTransaction`, at most [`IN_FLIGHT_MAX`] requests in flight) spread over every
+//! rate (`mesh_sendTransaction` calls in JSON-RPC batches of at most [`SUBMIT_BATCH_MAX`], one
+//! HTTP request each, at most [`IN_FLIGHT_MAX`] requests in flight) spread over every
 //! running node — each account always to the same node (account `a` to node `a mod n`), so one
 //! node sees an account's nonces in order (`--nodes` narrows the nodes submitted to). It follows finality with a `mesh_subscribeBlocks`
 //! WebSocket subscription on the first running node, reading each final block's transaction
@@ -26,15 +27,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mesh_ledger::bytes::parse_hex_fixed;
 use mesh_ledger::{Op, SecretKey, SignedTransaction, Transaction, TxHash};
 use mesh_rpc::types::{BlockEvent, ReadOptions};
-use mesh_rpc::{BlockRef, Client, ClientConfig, ClientError};
+use mesh_rpc::{BlockRef, Client, ClientConfig, ClientError, HttpTransport};
 use serde::{Deserialize, Serialize};
 
 use crate::process;
 use crate::state::{NodeEntry, TestnetFile};
 use crate::TestnetError;
 
-/// Most `mesh_sendTransaction` requests in flight at once.
+/// Most submission requests (batches) in flight at once.
 pub const IN_FLIGHT_MAX: usize = 256;
+/// Most transactions submitted in one JSON-RPC batch: a node's default `batch_len_max`.
+pub(crate) const SUBMIT_BATCH_MAX: usize = 100;
 /// After the submissions, how long the bench waits for accepted transactions to become final.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--rate max`: the first step's rate, tx/s.
@@ -541,40 +544,37 @@ async fn run_once(ctx: &Context, rate: f64, duration: Duration) -> Result<BenchR
             .unwrap_or(usize::MAX)
             .min(total);
         while sent < due {
-            let Some((node, tx)) = txs.next() else {
-                break;
-            };
-            let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
-                break;
-            };
-            let client = Arc::clone(&clients[node]);
-            let outcomes = Arc::clone(&outcomes);
-            tasks.spawn(async move {
-                let at = Instant::now();
-                // A request that failed in transport may or may not have arrived (the node may
-                // be restarting): send the same bytes again, which the mempool answers with
-                // the same hash and never executes twice. Skipping the nonce instead would
-                // leave every later transaction of the account waiting forever.
-                let mut result = client.send_transaction(&tx).await;
-                for _ in 0..TRANSPORT_RETRIES {
-                    if !matches!(result, Err(ClientError::Transport(_))) {
-                        break;
-                    }
-                    tokio::time::sleep(TRANSPORT_RETRY_DELAY).await;
-                    result = client.send_transaction(&tx).await;
-                }
-                drop(permit);
-                let outcome = Outcome {
-                    hash: tx.hash(),
-                    at,
-                    result: result.map(|_| ()).map_err(|err| reason(&err)),
+            // What is due now, per node, in batches of at most SUBMIT_BATCH_MAX: one HTTP
+            // request per batch rather than per transaction. Each account's transactions
+            // keep their order within a batch, and the node admits a batch's calls in order
+            // of arrival at its driver, so nonces still arrive in order at low rates; a
+            // nonce gap at most waits in the pool (the future-nonce window).
+            let mut batches: BTreeMap<usize, Vec<SignedTransaction>> = BTreeMap::new();
+            while sent < due {
+                let Some((node, tx)) = txs.next() else {
+                    break;
                 };
-                outcomes
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(outcome);
-            });
-            sent += 1;
+                batches.entry(node).or_default().push(tx);
+                sent += 1;
+            }
+            for (node, pending) in batches {
+                for chunk in pending.chunks(SUBMIT_BATCH_MAX) {
+                    let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
+                        break;
+                    };
+                    let client = Arc::clone(&clients[node]);
+                    let outcomes = Arc::clone(&outcomes);
+                    let chunk = chunk.to_vec();
+                    tasks.spawn(async move {
+                        let results = submit_batch(&client, &chunk).await;
+                        drop(permit);
+                        outcomes
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .extend(results);
+                    });
+                }
+            }
         }
         if progress_at.elapsed() >= Duration::from_secs(1) {
             progress_at = Instant::now();
@@ -624,6 +624,57 @@ async fn run_once(ctx: &Context, rate: f64, duration: Duration) -> Result<BenchR
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     Ok(tally(rate, submit_seconds, start, &outcomes, &seen))
+}
+
+/// Submits `txs` to one node as one JSON-RPC batch and returns each one's outcome. A batch
+/// that failed in transport may or may not have arrived (the node may be restarting): the same
+/// bytes are sent again, which the mempool answers with the same hash and never executes
+/// twice. Skipping the nonces instead would leave every later transaction of those accounts
+/// waiting forever. So are single transactions that failed in transport within a batch.
+async fn submit_batch(client: &Client<HttpTransport>, txs: &[SignedTransaction]) -> Vec<Outcome> {
+    let at = Instant::now();
+    let mut results: Vec<Option<Result<(), String>>> = vec![None; txs.len()];
+    for attempt in 0..=TRANSPORT_RETRIES {
+        let retry: Vec<usize> = (0..txs.len()).filter(|&i| results[i].is_none()).collect();
+        if retry.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(TRANSPORT_RETRY_DELAY).await;
+        }
+        let batch: Vec<SignedTransaction> = retry.iter().map(|&i| txs[i].clone()).collect();
+        let last = attempt == TRANSPORT_RETRIES;
+        match client.send_transactions(&batch).await {
+            Ok(answers) if answers.len() == retry.len() => {
+                for (&i, answer) in retry.iter().zip(answers) {
+                    match answer {
+                        Err(ClientError::Transport(_)) if !last => {}
+                        other => results[i] = Some(other.map(|_| ()).map_err(|err| reason(&err))),
+                    }
+                }
+            }
+            Ok(answers) => {
+                let why = format!("{} answers to a batch of {}", answers.len(), retry.len());
+                for &i in &retry {
+                    results[i] = Some(Err(why.clone()));
+                }
+            }
+            Err(ClientError::Transport(_)) if !last => {}
+            Err(err) => {
+                for &i in &retry {
+                    results[i] = Some(Err(reason(&err)));
+                }
+            }
+        }
+    }
+    txs.iter()
+        .zip(results)
+        .map(|(tx, result)| Outcome {
+            hash: tx.hash(),
+            at,
+            result: result.unwrap_or_else(|| Err("transport".into())),
+        })
+        .collect()
 }
 
 /// One submission's result: accepted, or refused with a reason.

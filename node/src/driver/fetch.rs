@@ -178,6 +178,7 @@ impl Driver {
             let leader = self.consensus.leader(header.view);
             let drift = self.config.max_clock_drift_ms;
             let chain = &mut self.chain;
+            let mempool = &self.mempool;
             let verdict = tokio::task::block_in_place(|| {
                 chain.verify(
                     &header.parent,
@@ -187,6 +188,7 @@ impl Driver {
                     leader,
                     wall_ms(),
                     drift,
+                    &|hash| mempool.signature_verified(hash),
                 )
             });
             match verdict {

@@ -739,8 +739,13 @@ impl Driver {
             }
         }
         let chain = &mut self.chain;
+        let mempool = &self.mempool;
         let me = self.me;
-        let built = tokio::task::block_in_place(|| chain.build(&parent, me, wall_ms(), candidates));
+        let built = tokio::task::block_in_place(|| {
+            chain.build(&parent, me, wall_ms(), candidates, &|hash| {
+                mempool.signature_verified(hash)
+            })
+        });
         let (block_hash, payload, tx_count) = match built {
             Ok(built) => built,
             Err(ChainError::Storage(err)) => return Err(DriverError::Storage(err.to_string())),
@@ -783,6 +788,7 @@ impl Driver {
         let leader = self.consensus_leader(pending.view);
         let drift = self.config.max_clock_drift_ms;
         let chain = &mut self.chain;
+        let mempool = &self.mempool;
         let verdict = tokio::task::block_in_place(|| {
             chain.verify(
                 &pending.parent,
@@ -792,6 +798,7 @@ impl Driver {
                 leader,
                 wall_ms(),
                 drift,
+                &|hash| mempool.signature_verified(hash),
             )
         });
         self.metrics
