@@ -112,11 +112,9 @@ impl Consensus {
     /// A fresh validator at the start of `epoch` (at genesis: [`EpochInfo::genesis`]). Call
     /// [`Consensus::start`] before feeding inputs.
     pub fn new(config: Config, key: SecretKey, epoch: EpochInfo) -> Consensus {
-        let base = epoch.base;
         let safety = SafetyState::of_epoch(epoch.epoch);
-        let restored = Consensus::restore(config, key, epoch, safety, base, None);
-        // A fresh safety state of the epoch and the epoch's own base cannot be refused.
-        restored.unwrap_or_else(|_| unreachable!("a fresh epoch always restores"))
+        let base = epoch.base_in_epoch();
+        Consensus::build(config, key, epoch, safety, base, None)
     }
 
     /// Rebuilds a validator after a restart from its durable safety state and the highest
@@ -157,12 +155,33 @@ impl Consensus {
                 epoch: current,
             });
         };
+        Ok(Consensus::build(
+            config,
+            key,
+            epoch,
+            safety,
+            finalized,
+            certificate,
+        ))
+    }
+
+    /// The machine in `epoch` with a safety state of that epoch and `finalized` its newest
+    /// final block (or the epoch's base as view 0), as `restore` checked them.
+    fn build(
+        config: Config,
+        key: SecretKey,
+        epoch: EpochInfo,
+        safety: SafetyState,
+        finalized: BlockId,
+        certificate: Option<FinalityCertificate>,
+    ) -> Consensus {
         let me = key.address();
+        let current = epoch.epoch;
         let weak = config.mutation_weak_quorum;
         let committee = Committee::new(epoch.validators, weak);
         let next_committee = Committee::new(epoch.next_validators, weak);
         let ended = finalized.height >= config.last_height(current);
-        Ok(Consensus {
+        Consensus {
             view: safety.view.max(finalized.view.next()),
             config,
             key,
@@ -191,7 +210,7 @@ impl Consensus {
             outputs: Vec::new(),
             last_rejection: None,
             stats: Stats::default(),
-        })
+        }
     }
 
     /// Enters the first view: arms its timer and, when leading, asks for a payload.
@@ -354,12 +373,7 @@ impl Consensus {
             self.failed_views = 0;
         }
         self.view = view;
-        let timeout_ms = self.config.timeouts.view_timeout_ms(self.failed_views);
-        self.view_deadline_ms = self.now_ms.saturating_add(timeout_ms);
-        self.outputs.push(Output::ScheduleTimeout {
-            view,
-            at_ms: self.view_deadline_ms,
-        });
+        self.arm_timer(view);
         let retained = self.config.limits.past_views_retained_max;
         let oldest_kept = View(view.0.saturating_sub(retained));
         while let Some((&oldest, _)) = self.views.first_key_value() {
@@ -683,12 +697,7 @@ impl Consensus {
                 let message = Message::Finalization(cert.clone());
                 self.outputs.push(Output::Broadcast(message));
             }
-            let timeout_ms = self.config.timeouts.view_timeout_ms(self.failed_views);
-            self.view_deadline_ms = self.now_ms.saturating_add(timeout_ms);
-            self.outputs.push(Output::ScheduleTimeout {
-                view,
-                at_ms: self.view_deadline_ms,
-            });
+            self.arm_timer(view);
             return;
         }
         self.report_view(view, false);
@@ -723,6 +732,11 @@ impl Consensus {
         if self.view != view {
             return;
         }
+        self.arm_timer(view);
+    }
+
+    /// Schedules `view`'s timeout, backed off by the views that failed in a row.
+    fn arm_timer(&mut self, view: View) {
         let timeout_ms = self.config.timeouts.view_timeout_ms(self.failed_views);
         self.view_deadline_ms = self.now_ms.saturating_add(timeout_ms);
         self.outputs.push(Output::ScheduleTimeout {

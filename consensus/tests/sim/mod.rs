@@ -344,9 +344,8 @@ impl World {
         } else if base_height == height {
             *tip
         } else {
-            // Mid-epoch: the boundary block below is in this node's chain.
-            let item = &self.nodes_chain_block(base_height);
-            item.unwrap_or(*tip)
+            // Mid-epoch: the boundary block below is final on some node.
+            self.nodes_chain_block(base_height).unwrap_or(*tip)
         };
         self.epoch_info(Epoch(epoch), base)
     }
