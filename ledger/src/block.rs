@@ -176,6 +176,44 @@ impl FailureReason {
     }
 }
 
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureReason::InsufficientBalance { needed, available } => {
+                write!(f, "insufficient balance: needed {needed}, available {available}")
+            }
+            FailureReason::BalanceOverflow => write!(f, "the recipient's balance would overflow"),
+            FailureReason::KeyNotFound => write!(f, "the key is not set"),
+            FailureReason::UnknownValidator { validator } => {
+                write!(f, "validator {validator} is not a candidate")
+            }
+            FailureReason::BelowMinimumBond { bonded, min_bond } => write!(
+                f,
+                "a candidate's total bond of {bonded} would be below the minimum of {min_bond}"
+            ),
+            FailureReason::ValidatorSetFull { candidates_max } => {
+                write!(f, "the stake table is full ({candidates_max} candidates)")
+            }
+            FailureReason::InsufficientBond { bonded, requested } => write!(
+                f,
+                "unbonding {requested} but only {bonded} is bonded by the sender"
+            ),
+            FailureReason::WouldEmptySet => write!(f, "the unbond would leave the validator set empty"),
+            FailureReason::BelowSafeSize {
+                size,
+                min_validators,
+            } => write!(
+                f,
+                "the unbond would leave {size} validators, fewer than the minimum of {min_validators}"
+            ),
+            FailureReason::UnbondingQueueFull { release_epoch } => write!(
+                f,
+                "the unbonding queue released at the end of epoch {release_epoch} is full"
+            ),
+        }
+    }
+}
+
 /// Domain tags for the binary Merkle trees over transactions and receipts (RFC 6962 shape:
 /// distinct leaf and node prefixes, so a leaf can never pose as an inner node).
 const LEAF_PREFIX: u8 = 0;

@@ -488,6 +488,39 @@ fn execute_one<S: StateReader>(
     })
 }
 
+/// The admission check of a staking operation: what its receipt would say if it executed on
+/// `state` in a block at `height`, after its fee is paid. `None` for other operations.
+///
+/// Advisory, as the mempool's nonce and balance checks are: blocks finalized before the
+/// transaction is included may change the answer, and the receipt is what counts. It lets a
+/// node refuse at submission, with the receipt reason's own code, an operation that would
+/// certainly fail now, instead of charging its fee for a failed receipt.
+pub fn check_staking<S: StateReader>(
+    state: &S,
+    params: &Params,
+    height: u64,
+    tx: &Transaction,
+) -> Result<Option<staking::Outcome>, StateError> {
+    if !matches!(tx.op, Op::Bond { .. } | Op::Unbond { .. }) {
+        return Ok(None);
+    }
+    let mut working = WorkingState::new(state);
+    let mut sender = working.account(&tx.sender)?;
+    // The fee is paid first, as in execution; the mempool refuses one the balance cannot pay.
+    sender.balance = sender.balance.saturating_sub(tx.fee);
+    working.set_account(tx.sender, sender);
+    let outcome = match tx.op {
+        Op::Bond { validator, amount } => {
+            staking::bond(&mut working, params, height, tx.sender, validator, amount)?
+        }
+        Op::Unbond { validator, amount } => {
+            staking::unbond(&mut working, params, height, tx.sender, validator, amount)?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(outcome))
+}
+
 fn status_of(outcome: staking::Outcome) -> ReceiptStatus {
     match outcome {
         Ok(()) => ReceiptStatus::Success,

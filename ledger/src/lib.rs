@@ -32,8 +32,9 @@ pub mod memory;
 pub mod staking;
 
 pub use execution::{
-    apply_block, apply_block_with, build_block, build_block_with, check_stateful, genesis_block,
-    BlockError, ChainContext, ExecutedBlock, SignaturesVerified, StatefulError, NONE_VERIFIED,
+    apply_block, apply_block_with, build_block, build_block_with, check_staking, check_stateful,
+    genesis_block, BlockError, ChainContext, ExecutedBlock, SignaturesVerified, StatefulError,
+    NONE_VERIFIED,
 };
 #[cfg(feature = "storage")]
 pub mod storage;

@@ -39,6 +39,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::limits::HEADER_BYTES_MAX;
 use crate::state::{self, Account, StateError, StateKey, StateProof, StateReader};
 use crate::tx::{SignedTransaction, TxHash};
+use crate::validator::ValidatorSet;
 use crate::HashMap;
 
 mod codec;
@@ -799,6 +800,24 @@ impl Store {
         }
         .encode();
         Ok(state::prove(self, height, &encoded)?)
+    }
+
+    /// `set(epoch)` as the state of `version` holds it (`None` if that state holds none).
+    /// The set in force at height `h` is `set(epoch(h))` in the state of `h - 1`: sets are
+    /// written two epochs ahead, and the boundary block that ends an epoch keeps its own.
+    pub fn epoch_set_at(
+        &self,
+        epoch: u64,
+        version: u64,
+    ) -> Result<Option<ValidatorSet>, StoreError> {
+        self.check_retained(version)?;
+        let key = state::key_hash(&StateKey::EpochSet(epoch).encode());
+        self.tree_value(&key, version)?
+            .map(|bytes| {
+                encoding::decode("validator set", &bytes, bytes.len())
+                    .map_err(|err| StoreError::Corrupt(format!("set of epoch {epoch}: {err}")))
+            })
+            .transpose()
     }
 
     /// The state root of `height` recomputed from the tree (for audits; headers store it).

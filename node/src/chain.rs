@@ -15,12 +15,11 @@ use mesh_consensus::{Block as ConsensusBlock, BlockId, CertifiedBlock, FinalityC
 use mesh_consensus::{Epoch, EpochInfo, Header, Height, View};
 use mesh_ledger::encoding;
 use mesh_ledger::memory::Layered;
-use mesh_ledger::state::StateReader;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
     apply_block, apply_block_with, build_block_with, Account, Address, Block, BlockError,
     BlockHeader, ChainContext, ExecutedBlock, Genesis, Hash, SignaturesVerified, SignedTransaction,
-    StateKey, TxHash, ValidatorSet,
+    TxHash, ValidatorSet,
 };
 
 use mesh_rpc::FinalizedEvent;
@@ -40,12 +39,6 @@ pub enum ChainError {
     /// The parent is neither our finalized head nor a block we executed.
     #[error("parent {0} is unknown")]
     UnknownParent(Hash),
-    /// The chain's validator set changes, which this node cannot follow yet: consensus takes
-    /// its set from genesis until reconfiguration lands (ADR 003 §10, steps 2 and 5). A
-    /// proposal is voted against; a finalized block, or a database, that changes it stops
-    /// the node.
-    #[error("the validator set of epoch {epoch} ({source_of_set}) differs from the genesis set; this node cannot change validator sets until consensus reconfiguration lands (ADR 003 step 5), so it refuses this chain")]
-    SetChanged { epoch: u64, source_of_set: String },
     /// The database failed: fatal to the node.
     #[error(transparent)]
     Storage(#[from] StoreError),
@@ -59,42 +52,6 @@ impl From<BlockError> for ChainError {
             other => ChainError::Invalid(other.to_string()),
         }
     }
-}
-
-/// Refuses a database whose state holds, for the epochs the next blocks need, a set other than
-/// genesis's (or none): such a chain was built by a node that changes sets.
-fn check_stored_sets(
-    store: &Store,
-    ctx: &ChainContext,
-    genesis_set: &[u8],
-    head_height: u64,
-) -> Result<(), ChainError> {
-    // The state after `head` holds the sets of the next block's epoch and the one after.
-    let epoch = ctx
-        .params
-        .schedule()
-        .epoch_of(head_height.saturating_add(1));
-    for epoch in [epoch, epoch.saturating_add(1)] {
-        match store
-            .raw(&StateKey::EpochSet(epoch).encode())
-            .map_err(StoreError::State)?
-        {
-            Some(set) if set == genesis_set => {}
-            Some(_) => {
-                return Err(ChainError::SetChanged {
-                    epoch,
-                    source_of_set: format!("stored in the state at height {head_height}"),
-                })
-            }
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "the state at height {head_height} holds no validator set for epoch {epoch}"
-                ))
-                .into())
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Whether `certificate` is over the block `id` itself: in its own view, or a re-proposal's
@@ -119,8 +76,6 @@ pub struct Committed {
 pub struct Chain {
     store: Arc<Store>,
     ctx: ChainContext,
-    /// The encoded genesis set: every epoch's set must equal it (see [`ChainError::SetChanged`]).
-    genesis_set: Vec<u8>,
     genesis_hash: Hash,
     head: BlockHeader,
     head_hash: Hash,
@@ -150,9 +105,7 @@ impl Chain {
     pub fn open(store: Arc<Store>, genesis: &Genesis) -> Result<Chain, ChainError> {
         let genesis_header = store.init_genesis(genesis)?;
         let ctx = ChainContext::from_genesis(genesis).map_err(StoreError::from)?;
-        let genesis_set = encoding::encode(&genesis.validator_set().map_err(StoreError::from)?);
         let head = store.latest_header()?;
-        check_stored_sets(&store, &ctx, &genesis_set, head.height)?;
         let head_hash = head.hash();
         let (head_id, head_certificate) = if head.height == 0 {
             (
@@ -181,7 +134,6 @@ impl Chain {
         Ok(Chain {
             store,
             ctx,
-            genesis_set,
             genesis_hash: genesis_header.hash(),
             head,
             head_hash,
@@ -292,6 +244,22 @@ impl Chain {
             .unwrap_or_default())
     }
 
+    /// The admission check of a staking operation against the committed state, as if it were
+    /// in the next block (`mesh_ledger::execution::check_staking`); `Ok(None)` for other
+    /// operations.
+    pub fn check_staking(
+        &self,
+        tx: &mesh_ledger::Transaction,
+    ) -> Result<Option<mesh_ledger::staking::Outcome>, ChainError> {
+        mesh_ledger::check_staking(
+            self.store.as_ref(),
+            &self.ctx.params,
+            self.head.height.saturating_add(1),
+            tx,
+        )
+        .map_err(|err| StoreError::State(err).into())
+    }
+
     /// The executed blocks from just above the head up to `parent`, oldest first; empty when
     /// `parent` is the head; `None` when `parent` does not lead back to the head.
     fn layers_to(&self, parent: &Hash) -> Option<Vec<&ExecutedBlock>> {
@@ -373,7 +341,6 @@ impl Chain {
             &self.ctx,
             verified,
         )?;
-        self.check_sets(&executed)?;
         for item in &excluded {
             tracing::debug!(tx = %item.tx_hash, reason = %item.reason, "transaction left out of block");
         }
@@ -429,27 +396,7 @@ impl Chain {
         }
         let (parent_header, state) = self.state_after(parent)?;
         let executed = apply_block_with(&state, &parent_header, &block, &self.ctx, verified)?;
-        self.check_sets(&executed)?;
         self.remember(executed);
-        Ok(())
-    }
-
-    /// Refuses a block whose end-of-epoch step stores a set other than genesis's.
-    fn check_sets(&self, executed: &ExecutedBlock) -> Result<(), ChainError> {
-        // Sets are only ever computed by an epoch's last block; other blocks need no scan.
-        if !self.ctx.params.schedule().is_boundary(executed.height()) {
-            return Ok(());
-        }
-        for (key, value) in &executed.changes {
-            if let (Some(StateKey::EpochSet(epoch)), Some(set)) = (StateKey::decode(key), value) {
-                if *set != self.genesis_set {
-                    return Err(ChainError::SetChanged {
-                        epoch,
-                        source_of_set: format!("computed by block {}", executed.height()),
-                    });
-                }
-            }
-        }
         Ok(())
     }
 
@@ -505,7 +452,6 @@ impl Chain {
                 apply_block(self.store.as_ref(), &self.head, &ledger_block, &self.ctx)?
             }
         };
-        self.check_sets(&executed)?;
         let record = FinalityRecord::V1 {
             header: block.header,
             certificate: certificate.clone(),

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use mesh_ledger::tx::{verify_signatures, TxError};
-use mesh_ledger::{Account, Address, Op, Params, SignedTransaction, TxHash};
+use mesh_ledger::{Account, Address, FailureReason, Params, SignedTransaction, TxHash};
 
 /// Bounds of the pool. Sizes live in the node's config.
 #[derive(Debug, Clone)]
@@ -90,11 +90,15 @@ pub enum MempoolError {
     NonceAlreadyPending { nonce: u64, pending_fee: u64 },
     #[error("mempool is full and fee {fee} does not beat the lowest pending fee {lowest}")]
     Full { fee: u64, lowest: u64 },
-    /// Bond and unbond execute in the ledger, but consensus cannot change validator sets yet
-    /// and the node refuses a chain whose set changes (ADR 003 §10, steps 2 and 5): admitting
-    /// one would stall the chain at the next epoch boundary.
-    #[error("staking operations are not accepted yet: this node cannot change validator sets until consensus reconfiguration lands (ADR 003 step 5)")]
-    StakingNotEnabled,
+    /// A bond or unbond that would fail now (the node's admission check against the committed
+    /// state, `mesh_ledger::check_staking`): refused rather than charged a fee for a failed
+    /// receipt. The reason is the one its receipt would carry.
+    #[error("staking operation refused: {reason}")]
+    Staking {
+        reason: FailureReason,
+        /// The transaction's fee (the API reports a bond the balance cannot cover with it).
+        fee: u64,
+    },
 }
 
 /// A transaction admitted, or already known.
@@ -270,9 +274,6 @@ impl Mempool {
         if self.entries.contains_key(&hash) {
             return Ok(Admitted::Known(hash));
         }
-        if is_staking(&tx) {
-            return Err(MempoolError::StakingNotEnabled);
-        }
         self.remember(hash);
         self.admit_verified(tx, hash, encoded_len, account)
     }
@@ -301,10 +302,6 @@ impl Mempool {
                 continue;
             }
             // Cheap checks before any signature work.
-            if is_staking(&stx) {
-                results.push(Some(Err(MempoolError::StakingNotEnabled)));
-                continue;
-            }
             match stx.check_stateless_sized(encoded.len(), &self.chain_id, &self.params) {
                 Err(err) => results.push(Some(Err(err.into()))),
                 Ok(()) => {
@@ -630,12 +627,6 @@ impl Mempool {
             }
         }
     }
-}
-
-/// Bond and unbond, refused until the node can follow a changing validator set
-/// ([`MempoolError::StakingNotEnabled`]) — on every admission path.
-fn is_staking(stx: &SignedTransaction) -> bool {
-    matches!(stx.tx.op, Op::Bond { .. } | Op::Unbond { .. })
 }
 
 /// Verifies every signature, batching when there are several; returns a verdict per item.

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use mesh_ledger::state::StateError;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
-    Account, Address, Block, BlockHeader, Params, Receipt, SignedTransaction, TxHash, ValidatorSet,
+    Account, Address, Block, BlockHeader, Params, Receipt, SignedTransaction, TxHash,
 };
 use mesh_rpc::types::{MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus};
 use mesh_rpc::{
-    ApiError, Backend, BlockRef, DroppedTx, FinalityRecord, FinalizedEvent, KeyValue, StateRead,
-    TxLookup,
+    ApiError, Backend, BlockRef, DroppedTx, EpochValidators, FinalityRecord, FinalizedEvent,
+    KeyValue, StateRead, TxLookup,
 };
 use tokio::sync::{broadcast, Semaphore};
 
@@ -106,7 +106,6 @@ impl BoundedPool {
 #[derive(Debug, Clone)]
 pub struct NodeBackend {
     handle: NodeHandle,
-    validators: ValidatorSet,
     version: String,
     mempool_max_txs: u64,
     mempool_max_bytes: u64,
@@ -138,12 +137,11 @@ impl BackendLimits {
 }
 
 impl NodeBackend {
-    /// A backend over a running node. `validators` is the chain's validator set (the genesis
-    /// set: the set does not change); `mempool_max_*` are the mempool's capacities, reported by
-    /// `mesh_mempool`; `chain_id` and `params` are the chain's, checked at admission.
+    /// A backend over a running node. `mempool_max_*` are the mempool's capacities, reported
+    /// by `mesh_mempool`; `chain_id` and `params` are the chain's, checked at admission (the
+    /// validator sets come from the committed state, by height).
     pub fn new(
         handle: NodeHandle,
-        validators: ValidatorSet,
         mempool_max_txs: usize,
         mempool_max_bytes: usize,
         chain: (&str, &Params),
@@ -151,7 +149,6 @@ impl NodeBackend {
     ) -> NodeBackend {
         NodeBackend {
             handle,
-            validators,
             version: NODE_VERSION.to_owned(),
             mempool_max_txs: u64::try_from(mempool_max_txs).unwrap_or(u64::MAX),
             mempool_max_bytes: u64::try_from(mempool_max_bytes).unwrap_or(u64::MAX),
@@ -245,9 +242,7 @@ pub fn mempool_error(err: MempoolError) -> ApiError {
             fee,
             lowest_fee: lowest,
         },
-        err @ MempoolError::StakingNotEnabled => ApiError::InvalidTransaction {
-            detail: err.to_string(),
-        },
+        MempoolError::Staking { reason, fee } => mesh_rpc::error::staking_refusal(reason, fee),
     }
 }
 
@@ -464,18 +459,24 @@ impl Backend for NodeBackend {
             .await
     }
 
-    async fn validators(&self, height: u64) -> Result<ValidatorSet, ApiError> {
-        // The set is fixed at genesis; check the header agrees, so a future change of the set
-        // is reported instead of answered wrongly.
-        let header = self.read(move |store| store.header(height)).await?;
-        match header {
-            Some(header) if header.validator_set_hash != self.validators.hash() => {
-                Err(ApiError::internal(format!(
-                    "the header at height {height} names a validator set this node does not know"
-                )))
-            }
-            _ => Ok(self.validators.clone()),
-        }
+    async fn validators(&self, height: u64) -> Result<EpochValidators, ApiError> {
+        let schedule = self.params.schedule();
+        let epoch = schedule.epoch_of(height);
+        // Sets are written two epochs ahead, so the state before the height holds its own.
+        let set = self
+            .read(move |store| store.epoch_set_at(epoch, height.saturating_sub(1)))
+            .await?
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "the state before height {height} holds no validator set for epoch {epoch}"
+                ))
+            })?;
+        Ok(EpochValidators {
+            epoch,
+            first_height: schedule.first(epoch),
+            last_height: schedule.last(epoch),
+            set,
+        })
     }
 
     async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {

@@ -287,10 +287,6 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         path: home.genesis().display().to_string(),
         reason: err.to_string(),
     })?;
-    let validator_set = genesis.validator_set().map_err(|err| NodeError::Genesis {
-        path: home.genesis().display().to_string(),
-        reason: err.to_string(),
-    })?;
     let data = home.data();
     std::fs::create_dir_all(&data).map_err(|err| {
         NodeError::Store(StoreError::Open {
@@ -446,7 +442,6 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     let driver = tokio::spawn(driver.run());
     let backend = NodeBackend::new(
         handle.clone(),
-        validator_set,
         mempool_max.0,
         mempool_max.1,
         (&genesis.chain_id, &genesis.params),

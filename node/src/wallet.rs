@@ -132,6 +132,31 @@ pub(crate) enum TxCommand {
         #[command(flatten)]
         key: DataKey,
     },
+    /// Bond part of the sender's balance to a validator key. Bonding to the sender's own key
+    /// registers it as a candidate (at least the chain's `min_bond`); bonding to a candidate
+    /// delegates. The set changes two epochs after the block that includes it.
+    Bond {
+        #[command(flatten)]
+        sending: Sending,
+        /// The validator key (0x…, its address).
+        #[arg(long)]
+        validator: Address,
+        /// Amount to bond, in base units; it becomes voting power.
+        #[arg(long)]
+        amount: u64,
+    },
+    /// Unbond what the sender bonded to a validator key. The amount returns to the balance at
+    /// the end of the epoch after the one that includes it, once the set without it is in force.
+    Unbond {
+        #[command(flatten)]
+        sending: Sending,
+        /// The validator key (0x…).
+        #[arg(long)]
+        validator: Address,
+        /// Amount to unbond, in base units.
+        #[arg(long)]
+        amount: u64,
+    },
 }
 
 /// `meshd query …`.
@@ -350,34 +375,9 @@ fn show_bytes(bytes: &[u8]) -> String {
 }
 
 fn show_failure(reason: &FailureReason) -> String {
-    match reason {
-        FailureReason::InsufficientBalance { needed, available } => {
-            format!("insufficient balance: needed {needed}, available {available}")
-        }
-        FailureReason::BalanceOverflow => "the recipient's balance would overflow".into(),
-        FailureReason::KeyNotFound => "the key is not set".into(),
-        FailureReason::UnknownValidator { validator } => {
-            format!("{validator} is not a registered validator (1301)")
-        }
-        FailureReason::BelowMinimumBond { bonded, min_bond } => {
-            format!("a candidate's bond of {bonded} is below the minimum of {min_bond} (1302)")
-        }
-        FailureReason::ValidatorSetFull { candidates_max } => {
-            format!("the stake table already holds {candidates_max} candidates (1303)")
-        }
-        FailureReason::InsufficientBond { bonded, requested } => {
-            format!("unbonding {requested}, but only {bonded} is bonded (1304)")
-        }
-        FailureReason::WouldEmptySet => "the unbond would leave no validator (1305)".into(),
-        FailureReason::BelowSafeSize {
-            size,
-            min_validators,
-        } => format!(
-            "the unbond would leave {size} validators, fewer than the minimum of {min_validators} (1306)"
-        ),
-        FailureReason::UnbondingQueueFull { release_epoch } => format!(
-            "the unbonding queue released at the end of epoch {release_epoch} is full (1307)"
-        ),
+    match reason.code() {
+        Some(code) => format!("{reason} ({code})"),
+        None => reason.to_string(),
     }
 }
 
@@ -444,6 +444,16 @@ async fn tx(connection: Connection, command: TxCommand) -> Result<u8, Failure> {
             (sending, op)
         }
         TxCommand::Delete { sending, key } => (sending, Op::Delete { key: key.bytes()? }),
+        TxCommand::Bond {
+            sending,
+            validator,
+            amount,
+        } => (sending, Op::Bond { validator, amount }),
+        TxCommand::Unbond {
+            sending,
+            validator,
+            amount,
+        } => (sending, Op::Unbond { validator, amount }),
     };
     let secret =
         keys::read_key(&sending.key_file).map_err(|err| Failure::local(err.to_string()))?;

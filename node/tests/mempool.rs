@@ -86,7 +86,8 @@ fn a_checked_transaction_is_admitted_with_the_stateful_checks_alone() {
         Ok(Admitted::Known(hash))
     );
     assert!(pool.recently_seen(&hash));
-    // Staking is refused on this path too, until the node can follow set changes.
+    // Staking operations are pooled like any other: the node runs their admission check
+    // against the committed state before the pool (`Chain::check_staking`).
     let bond = {
         let from = key(3);
         Transaction {
@@ -101,17 +102,15 @@ fn a_checked_transaction_is_admitted_with_the_stateful_checks_alone() {
         }
         .sign(&from)
     };
+    let bond_hash = bond.hash();
     assert_eq!(
         pool.insert_checked(
             CheckedTx::check(bond.clone(), CHAIN, &params).unwrap(),
             &rich()
         ),
-        Err(MempoolError::StakingNotEnabled)
+        Ok(Admitted::New(bond_hash))
     );
-    assert_eq!(
-        pool.insert(bond, &rich()),
-        Err(MempoolError::StakingNotEnabled)
-    );
+    assert_eq!(pool.insert(bond, &rich()), Ok(Admitted::Known(bond_hash)));
     // The stateful checks still apply.
     let broke = Account {
         balance: 1,

@@ -410,3 +410,96 @@ async fn errors_are_explained_with_a_non_zero_exit_code() {
     assert_eq!(run.code, Some(1), "{}", run.text());
     assert!(run.stderr.contains(&url), "{}", run.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bond_and_unbond_through_the_cli() {
+    let testnet = Testnet::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(&testnet, &dir.path().join("node")).await;
+    wait_height(&node, 1).await;
+    let url = format!("http://{}", node.rpc_addr());
+    let key_file = dir.path().join("alice.json");
+    keys::write_key(&key_file, &testnet.account, false).unwrap();
+    let key = key_file.to_str().unwrap();
+    let alice = testnet.account.address().to_string();
+    let validator = testnet.validators[0].address().to_string();
+    let stranger = SecretKey::from_seed([44; 32]).address().to_string();
+
+    // Registering the sender's own key as a candidate.
+    let run = meshd(args(&[
+        "tx",
+        "bond",
+        "--rpc",
+        &url,
+        "--key",
+        key,
+        "--validator",
+        &alice,
+        "--amount",
+        "100",
+        "--wait",
+    ]))
+    .await;
+    assert!(run.ok(), "{}", run.text());
+    assert!(run.stdout.contains("status success"), "{}", run.text());
+
+    // Refusals at admission carry the receipt reason's code; nothing is charged.
+    let run = meshd(args(&[
+        "tx",
+        "bond",
+        "--rpc",
+        &url,
+        "--key",
+        key,
+        "--validator",
+        &stranger,
+        "--amount",
+        "5",
+    ]))
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains("unknown_validator, code 1301"),
+        "{}",
+        run.text()
+    );
+    let run = meshd(args(&[
+        "tx",
+        "unbond",
+        "--rpc",
+        &url,
+        "--key",
+        key,
+        "--validator",
+        &validator,
+        "--amount",
+        "1",
+    ]))
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains("insufficient_bond, code 1304"),
+        "{}",
+        run.text()
+    );
+
+    // Unbonding the registration: the genesis validator keeps the set non-empty.
+    let run = meshd(args(&[
+        "tx",
+        "unbond",
+        "--rpc",
+        &url,
+        "--key",
+        key,
+        "--validator",
+        &alice,
+        "--amount",
+        "100",
+        "--wait",
+        "--json",
+    ]))
+    .await;
+    assert!(run.ok(), "{}", run.text());
+    assert_eq!(run.json()["status"]["status"], "success", "{}", run.text());
+    node.stop().await.unwrap();
+}

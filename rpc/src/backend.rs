@@ -22,6 +22,19 @@ use crate::types::{FinalityRecord, MempoolStats, NodeStatus, PeerInfo, TxStatus}
 /// One key-value entry: `(key, value)`.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// The validator set in force at a height, with the epoch it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochValidators {
+    /// The epoch of the height.
+    pub epoch: u64,
+    /// The epoch's first height.
+    pub first_height: u64,
+    /// The epoch's last height (its boundary block).
+    pub last_height: u64,
+    /// `set(epoch)`.
+    pub set: ValidatorSet,
+}
+
 /// Which block a read names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockRef {
@@ -180,11 +193,11 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<KeyValue>, ApiError>> + Send;
 
-    /// The validator set in force at a finalized `height`.
+    /// The validator set in force at a finalized `height`, with its epoch.
     fn validators(
         &self,
         height: u64,
-    ) -> impl Future<Output = Result<ValidatorSet, ApiError>> + Send;
+    ) -> impl Future<Output = Result<EpochValidators, ApiError>> + Send;
 
     /// Connected peers.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>, ApiError>> + Send;

@@ -11,7 +11,7 @@
 
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
 use mesh_ledger::tx::TxError;
-use mesh_ledger::{Hash, TxHash};
+use mesh_ledger::{Address, FailureReason, Hash, TxHash};
 use serde::{Deserialize, Serialize};
 
 use crate::types::TxStatus;
@@ -75,6 +75,21 @@ pub const UNAVAILABLE: i32 = 1202;
 /// for admission, storage reads waiting, connections); `data.what` names it. Retry later, or
 /// send fewer requests at once.
 pub const BUSY: i32 = 1203;
+
+/// A delegation or unbond names a key that is not a candidate.
+pub const UNKNOWN_VALIDATOR: i32 = 1301;
+/// A registration below `min_bond`, or an unbond leaving a total in `(0, min_bond)`.
+pub const BELOW_MINIMUM_BOND: i32 = 1302;
+/// A registration while the stake table is full.
+pub const VALIDATOR_SET_FULL: i32 = 1303;
+/// Unbonding more than the sender bonded to that key.
+pub const INSUFFICIENT_BOND: i32 = 1304;
+/// The unbond would leave the next cut empty.
+pub const WOULD_EMPTY_SET: i32 = 1305;
+/// The unbond would leave fewer than `min_validators` in the cut.
+pub const BELOW_SAFE_SIZE: i32 = 1306;
+/// The unbonding queue of the release epoch is full.
+pub const UNBONDING_QUEUE_FULL: i32 = 1307;
 
 /// Every error the API raises itself (jsonrpsee raises the transport-level ones: parse error,
 /// invalid request, method not found, oversized body or batch, too many subscriptions).
@@ -227,6 +242,53 @@ pub enum ApiError {
         /// The bound.
         limit: u64,
     },
+    /// The staking operation names a key that is not a candidate.
+    #[error("validator {validator} is not a candidate")]
+    UnknownValidator {
+        /// The key named.
+        validator: Address,
+    },
+    /// The candidate's total bond would be in `(0, min_bond)`.
+    #[error("a candidate's total bond of {bonded} would be below the minimum of {min_bond}")]
+    BelowMinimumBond {
+        /// The total it would have.
+        bonded: u64,
+        /// The chain's `min_bond`.
+        min_bond: u64,
+    },
+    /// The stake table is full.
+    #[error("the stake table is full ({candidates_max} candidates)")]
+    ValidatorSetFull {
+        /// Most candidates the table holds.
+        candidates_max: u64,
+    },
+    /// Unbonding more than the sender bonded to that key.
+    #[error("unbonding {requested} but only {bonded} is bonded by the sender")]
+    InsufficientBond {
+        /// What the sender has bonded to the key.
+        bonded: u64,
+        /// What it asked to unbond.
+        requested: u64,
+    },
+    /// The unbond would leave the next cut empty.
+    #[error("the unbond would leave the validator set empty")]
+    WouldEmptySet {},
+    /// The unbond would leave fewer than `min_validators` in the next cut.
+    #[error(
+        "the unbond would leave {size} validators, fewer than the minimum of {min_validators}"
+    )]
+    BelowSafeSize {
+        /// The cut's size after the unbond.
+        size: u64,
+        /// The chain's `min_validators`.
+        min_validators: u64,
+    },
+    /// The unbonding queue of the release epoch is full.
+    #[error("the unbonding queue released at the end of epoch {release_epoch} is full")]
+    UnbondingQueueFull {
+        /// The epoch whose end releases the queue.
+        release_epoch: u64,
+    },
     /// The node failed internally (storage error…). Reported, never hidden.
     #[error("internal error: {detail}")]
     Internal {
@@ -257,6 +319,13 @@ impl ApiError {
             ApiError::Timeout { .. } => TIMEOUT,
             ApiError::Unavailable { .. } => UNAVAILABLE,
             ApiError::Busy { .. } => BUSY,
+            ApiError::UnknownValidator { .. } => UNKNOWN_VALIDATOR,
+            ApiError::BelowMinimumBond { .. } => BELOW_MINIMUM_BOND,
+            ApiError::ValidatorSetFull { .. } => VALIDATOR_SET_FULL,
+            ApiError::InsufficientBond { .. } => INSUFFICIENT_BOND,
+            ApiError::WouldEmptySet {} => WOULD_EMPTY_SET,
+            ApiError::BelowSafeSize { .. } => BELOW_SAFE_SIZE,
+            ApiError::UnbondingQueueFull { .. } => UNBONDING_QUEUE_FULL,
             ApiError::Internal { .. } => INTERNAL_ERROR,
         }
     }
@@ -330,6 +399,46 @@ impl From<TxError> for ApiError {
             TxError::InvalidValidatorKey { validator } => ApiError::InvalidTransaction {
                 detail: format!("validator {validator} is not a valid ed25519 public key"),
             },
+        }
+    }
+}
+
+/// A staking operation the admission check refused, with the code its receipt reason has
+/// (`FailureReason::code`). `fee` is the transaction's: a bond the balance cannot cover is
+/// reported as `insufficient_balance` with `fee` counting the fee and the amount together.
+pub fn staking_refusal(reason: FailureReason, fee: u64) -> ApiError {
+    match reason {
+        // `available` is what is left after the fee.
+        FailureReason::InsufficientBalance { needed, available } => ApiError::InsufficientBalance {
+            balance: available.saturating_add(fee),
+            fee: fee.saturating_add(needed),
+        },
+        FailureReason::UnknownValidator { validator } => ApiError::UnknownValidator { validator },
+        FailureReason::BelowMinimumBond { bonded, min_bond } => {
+            ApiError::BelowMinimumBond { bonded, min_bond }
+        }
+        FailureReason::ValidatorSetFull { candidates_max } => {
+            ApiError::ValidatorSetFull { candidates_max }
+        }
+        FailureReason::InsufficientBond { bonded, requested } => {
+            ApiError::InsufficientBond { bonded, requested }
+        }
+        FailureReason::WouldEmptySet => ApiError::WouldEmptySet {},
+        FailureReason::BelowSafeSize {
+            size,
+            min_validators,
+        } => ApiError::BelowSafeSize {
+            size,
+            min_validators,
+        },
+        FailureReason::UnbondingQueueFull { release_epoch } => {
+            ApiError::UnbondingQueueFull { release_epoch }
+        }
+        // Neither can come from a staking operation's check; reported, not hidden.
+        other @ (FailureReason::BalanceOverflow | FailureReason::KeyNotFound) => {
+            ApiError::InvalidTransaction {
+                detail: other.to_string(),
+            }
         }
     }
 }

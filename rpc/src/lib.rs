@@ -47,7 +47,9 @@ mod socket;
 pub mod types;
 pub mod verify;
 
-pub use backend::{Backend, BlockRef, DroppedTx, FinalizedEvent, KeyValue, StateRead, TxLookup};
+pub use backend::{
+    Backend, BlockRef, DroppedTx, EpochValidators, FinalizedEvent, KeyValue, StateRead, TxLookup,
+};
 pub use client::{Client, ClientConfig, ClientError, HttpTransport, WsTransport};
 pub use error::ApiError;
 pub use methods::Api;

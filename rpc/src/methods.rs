@@ -679,8 +679,8 @@ async fn validators<B: Backend>(api: Api<B>, args: Args) -> Result<ValidatorsInf
     let asked: Option<u64> = args.optional(0, "height")?;
     let status = api.backend().status().await?;
     let height = resolve_height(&status, asked)?;
-    let set = api.backend().validators(height).await?;
-    Ok(ValidatorsInfo::new(height, &set))
+    let epoch = api.backend().validators(height).await?;
+    Ok(ValidatorsInfo::new(height, &epoch))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ use mesh_consensus::{
     BlockId, Epoch, FinalityCertificate, Header as ConsensusHeader, Height, ValidatorSignature,
     View,
 };
-use mesh_ledger::{
-    Address, BlockHeader, Hash, Receipt, SignedTransaction, TxHash, Validator, ValidatorSet,
-};
+use mesh_ledger::{Address, BlockHeader, Hash, Receipt, SignedTransaction, TxHash, Validator};
 use serde::{Deserialize, Serialize};
+
+use crate::backend::EpochValidators;
 
 /// Bytes shown as `0x`-hex in JSON.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -369,6 +369,12 @@ pub struct KeysPage {
 pub struct ValidatorsInfo {
     /// The height the set is in force at.
     pub height: u64,
+    /// The epoch of that height.
+    pub epoch: u64,
+    /// The epoch's first height.
+    pub first_height: u64,
+    /// The epoch's last height (its boundary block).
+    pub last_height: u64,
     /// Hash of the set (the headers' `validator_set_hash`).
     pub validator_set_hash: Hash,
     /// Sum of voting power.
@@ -380,10 +386,14 @@ pub struct ValidatorsInfo {
 }
 
 impl ValidatorsInfo {
-    /// The JSON form of a set.
-    pub fn new(height: u64, set: &ValidatorSet) -> ValidatorsInfo {
+    /// The JSON form of the set in force at `height`.
+    pub fn new(height: u64, epoch: &EpochValidators) -> ValidatorsInfo {
+        let set = &epoch.set;
         ValidatorsInfo {
             height,
+            epoch: epoch.epoch,
+            first_height: epoch.first_height,
+            last_height: epoch.last_height,
             validator_set_hash: set.hash(),
             total_power: set.total_power(),
             quorum_power: set.quorum_power(),

@@ -1033,6 +1033,12 @@ impl Driver {
                 return Validation::Reject;
             }
         };
+        // A staking operation that would fail now is not pooled; forwarding it was no fault
+        // (the forwarder checked against its own, maybe older, state).
+        let txs: Vec<SignedTransaction> = txs
+            .into_iter()
+            .filter(|stx| self.staking_refusal(stx).is_none())
+            .collect();
         let chain = &self.chain;
         let results = self.mempool.insert_batch(txs, |address| {
             chain.committed_account(address).unwrap_or_default()
@@ -1065,6 +1071,23 @@ impl Driver {
         }
     }
 
+    /// The admission check of a staking operation (`Chain::check_staking`): the refusal, if it
+    /// would fail in the next block. A storage error admits it (its receipt decides) and is
+    /// logged.
+    fn staking_refusal(&self, stx: &SignedTransaction) -> Option<MempoolError> {
+        match self.chain.check_staking(&stx.tx) {
+            Ok(Some(Err(reason))) => Some(MempoolError::Staking {
+                reason,
+                fee: stx.tx.fee,
+            }),
+            Ok(_) => None,
+            Err(err) => {
+                error!(error = %err, "cannot run the staking admission check");
+                None
+            }
+        }
+    }
+
     async fn on_command(&mut self, command: NodeCommand) {
         match command {
             NodeCommand::SubmitTx { tx: checked, reply } => {
@@ -1078,7 +1101,10 @@ impl Driver {
                     }
                 };
                 let tx = checked.tx().clone();
-                let result = self.mempool.insert_checked(*checked, &account);
+                let result = match self.staking_refusal(&tx) {
+                    Some(refusal) if self.mempool.get(&tx.hash()).is_none() => Err(refusal),
+                    _ => self.mempool.insert_checked(*checked, &account),
+                };
                 if let Ok(Admitted::New(_)) = result {
                     self.metrics.txs_submitted.inc();
                     if let Err(err) = self.tx_journal.record(&tx) {

@@ -30,8 +30,8 @@ use mesh_ledger::{
 };
 use mesh_rpc::types::{MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus};
 use mesh_rpc::{
-    ApiError, Backend, BlockRef, DroppedTx, FinalityRecord, FinalizedEvent, RpcServerConfig,
-    RpcServerHandle, StateRead, TrustAnchor, TxLookup,
+    ApiError, Backend, BlockRef, DroppedTx, EpochValidators, FinalityRecord, FinalizedEvent,
+    RpcServerConfig, RpcServerHandle, StateRead, TrustAnchor, TxLookup,
 };
 use tokio::sync::broadcast;
 
@@ -526,10 +526,16 @@ impl Backend for MockNode {
             .collect())
     }
 
-    async fn validators(&self, height: u64) -> Result<ValidatorSet, ApiError> {
+    async fn validators(&self, height: u64) -> Result<EpochValidators, ApiError> {
         let chain = self.check()?;
         chain.check_height(height)?;
-        Ok(chain.validators.clone())
+        // The mock chain is one epoch long.
+        Ok(EpochValidators {
+            epoch: 0,
+            first_height: 0,
+            last_height: u64::MAX,
+            set: chain.validators.clone(),
+        })
     }
 
     async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
