@@ -16,9 +16,12 @@ use std::sync::Arc;
 use mesh_ledger::state::StateError;
 use mesh_ledger::storage::{Store, StoreError};
 use mesh_ledger::{
-    Account, Address, Block, BlockHeader, Params, Receipt, SignedTransaction, TxHash,
+    Account, Address, Block, BlockHeader, Params, Receipt, SignedTransaction, TxHash, ValidatorSet,
 };
-use mesh_rpc::types::{MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus};
+use mesh_rpc::types::{
+    CandidateInfo, EpochStatus, MempoolStats, NodeRole, NodeStatus, PeerInfo, TxStatus,
+    UnbondingInfo,
+};
 use mesh_rpc::{
     ApiError, Backend, BlockRef, DroppedTx, EpochValidators, FinalityRecord, FinalizedEvent,
     KeyValue, StateRead, TxLookup,
@@ -217,6 +220,64 @@ fn node_error(err: NodeError) -> ApiError {
         },
         other => ApiError::internal(other),
     }
+}
+
+/// `mesh_getEpoch` from the newest finalized state: the epoch the next height belongs to, as
+/// consensus sees it (`Chain::epoch_info`).
+fn epoch_status(store: &Store, params: &Params) -> Result<EpochStatus, StoreError> {
+    use mesh_ledger::staking;
+    let schedule = params.schedule();
+    let head = store.latest_height()?.ok_or(StoreError::NoGenesis)?;
+    let epoch = schedule.epoch_of(head.saturating_add(1));
+    let set = |epoch: u64| -> Result<Vec<mesh_ledger::Validator>, StoreError> {
+        staking::epoch_set(store, epoch)?
+            .map(|set| set.validators().to_vec())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the state at height {head} holds no validator set for epoch {epoch}"
+                ))
+            })
+    };
+    let table = staking::stake_table(store)?;
+    let cut = staking::cut(&table, params);
+    let projected_validators = if cut.is_empty() {
+        Vec::new()
+    } else {
+        // The cut comes in cut order; a set lists its members by address.
+        ValidatorSet::new(cut)
+            .map_err(|err| StoreError::Corrupt(format!("the stake table's cut: {err}")))?
+            .validators()
+            .to_vec()
+    };
+    let mut unbonding = Vec::new();
+    for release_epoch in [epoch, epoch.saturating_add(1)] {
+        for (owner, amount) in staking::unbonding_of(store, release_epoch)?.entries {
+            unbonding.push(UnbondingInfo {
+                release_epoch,
+                owner,
+                amount,
+            });
+        }
+    }
+    Ok(EpochStatus {
+        epoch,
+        first_height: schedule.first(epoch),
+        last_height: schedule.last(epoch),
+        finalized_height: head,
+        validators: set(epoch)?,
+        next_validators: set(epoch.saturating_add(1))?,
+        projected_validators,
+        candidates: table
+            .candidates()
+            .iter()
+            .map(|c| CandidateInfo {
+                key: c.key,
+                bonded: c.bonded,
+                registered_height: c.registered_height,
+            })
+            .collect(),
+        unbonding,
+    })
 }
 
 /// A mempool rejection as the API reports it (`docs/rpc.md`, "Errors").
@@ -457,6 +518,15 @@ impl Backend for NodeBackend {
     ) -> Result<Vec<KeyValue>, ApiError> {
         self.read(move |store| store.keys(&owner, &prefix, start_after.as_deref(), limit))
             .await
+    }
+
+    async fn epoch_status(&self) -> Result<EpochStatus, ApiError> {
+        let params = Arc::clone(&self.params);
+        self.read(move |store| epoch_status(store, &params)).await
+    }
+
+    fn epoch_blocks(&self) -> u64 {
+        self.params.epoch_blocks
     }
 
     async fn validators(&self, height: u64) -> Result<EpochValidators, ApiError> {

@@ -569,13 +569,8 @@ fn trust_anchor(path: &Path) -> Result<TrustAnchor, Failure> {
     let shown = path.display();
     let genesis =
         Genesis::load(path).map_err(|err| Failure::local(format!("genesis {shown}: {err}")))?;
-    let validators = genesis
-        .validator_set()
-        .map_err(|err| Failure::local(format!("genesis {shown}: {err}")))?;
-    Ok(TrustAnchor {
-        chain_id: genesis.chain_id,
-        validators,
-    })
+    TrustAnchor::from_genesis(&genesis)
+        .map_err(|err| Failure::local(format!("genesis {shown}: {err}")))
 }
 
 fn parse_block_ref(text: &str) -> Result<BlockRef, Failure> {
@@ -617,9 +612,9 @@ async fn query(connection: Connection, command: QueryCommand) -> Result<u8, Fail
         } => {
             let (info, verified) = match verify_genesis {
                 Some(path) => {
-                    let anchor = trust_anchor(&path)?;
+                    let mut anchor = trust_anchor(&path)?;
                     let info = client
-                        .verified_account(&anchor, &address, height)
+                        .verified_account(&mut anchor, &address, height)
                         .await
                         .map_err(failed)?;
                     (info, true)
@@ -650,9 +645,9 @@ async fn query(connection: Connection, command: QueryCommand) -> Result<u8, Fail
             let key = key.bytes()?;
             let (info, verified) = match verify_genesis {
                 Some(path) => {
-                    let anchor = trust_anchor(&path)?;
+                    let mut anchor = trust_anchor(&path)?;
                     let info = client
-                        .verified_value(&anchor, &owner, &key, height)
+                        .verified_value(&mut anchor, &owner, &key, height)
                         .await
                         .map_err(failed)?;
                     (info, true)

@@ -1,7 +1,7 @@
 //! Validators join and leave by transaction while the network runs (ADR 003, steps 5 and 6):
 //! a bond makes a running full node a voting validator two epochs later, an unbond turns a
-//! running validator into a full node, neither restarts, and `mesh_validators` answers the
-//! set in force at any height. Real nodes in process, RPC on port 0, every wait bounded.
+//! running validator into a full node, neither restarts, `mesh_validators` answers the set in
+//! force at any height, and a client trusting only genesis verifies reads across the changes. Real nodes in process, RPC on port 0, every wait bounded.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,7 +13,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mesh_ledger::{Address, GenesisAccount, Op, ReceiptStatus, SecretKey, Transaction};
+use mesh_ledger::{
+    Address, GenesisAccount, Op, ReceiptStatus, SecretKey, Transaction, ValidatorSet,
+};
 use mesh_node::service::{self, RunningNode};
 use mesh_rpc::types::ReadOptions;
 use mesh_rpc::{ApiError, Client, ClientConfig, ClientError, HttpTransport};
@@ -152,6 +154,21 @@ async fn a_full_node_becomes_a_validator_by_bond_and_a_validator_leaves_by_unbon
     );
     let bonded_at = execute(&rpc, &bond).await;
     let joined_at = schedule.first(schedule.epoch_of(bonded_at) + 2);
+    // `mesh_getEpoch` shows the change pending: a candidate, in the projected cut (or, past
+    // the boundary that computed it, the next set), not yet in force.
+    let pending = rpc.epoch().await.unwrap();
+    let has = |set: &[mesh_ledger::Validator]| set.iter().any(|v| v.address == newcomer.address());
+    assert!(pending
+        .candidates
+        .iter()
+        .any(|c| c.key == newcomer.address() && c.bonded == 10));
+    if pending.epoch < schedule.epoch_of(joined_at) {
+        assert!(!has(&pending.validators), "{pending:?}");
+        assert!(
+            has(&pending.projected_validators) || has(&pending.next_validators),
+            "{pending:?}"
+        );
+    }
     wait_height(&joiner, joined_at + 1).await;
     let before = rpc.validators(Some(joined_at - 1)).await.unwrap();
     let after = rpc.validators(Some(joined_at)).await.unwrap();
@@ -184,6 +201,15 @@ async fn a_full_node_becomes_a_validator_by_bond_and_a_validator_leaves_by_unbon
     // 2. Validator 0 leaves: the cut keeps four, so the unbond is admitted now. It stops
     //    voting at the boundary and follows the chain as a full node, without a restart.
     let unbonded_at = execute(&rpc, &leave).await;
+    let pending = rpc.epoch().await.unwrap();
+    if pending.epoch <= schedule.epoch_of(unbonded_at) + 1 {
+        assert!(
+            pending.unbonding.iter().any(|u| u.owner == leaver.address()
+                && u.amount == 10
+                && u.release_epoch == schedule.epoch_of(unbonded_at) + 1),
+            "{pending:?}"
+        );
+    }
     let left_at = schedule.first(schedule.epoch_of(unbonded_at) + 2);
     let released_after = schedule.last(schedule.epoch_of(unbonded_at) + 1);
     for node in nodes.iter().flatten() {
@@ -225,6 +251,52 @@ async fn a_full_node_becomes_a_validator_by_bond_and_a_validator_leaves_by_unbon
         balance_at(released_after).await,
         balance_at(released_after - 1).await + 10
     );
+
+    // 3. A delegation raises the newcomer's power: the third change of the set. A client that
+    //    trusts only genesis verifies a read at the head by following all three, each
+    //    certified by the set before it (`mesh_getEpochProof`).
+    let delegation = Transaction {
+        chain_id: CHAIN.into(),
+        sender: testnet.account.address(),
+        nonce: 0,
+        fee: FEE,
+        op: Op::Bond {
+            validator: newcomer.address(),
+            amount: 5,
+        },
+    }
+    .sign(&testnet.account);
+    let delegated_at = execute(&rpc, &delegation).await;
+    let raised_at = schedule.first(schedule.epoch_of(delegated_at) + 2);
+    wait_height(&joiner, raised_at + 1).await;
+    let raised = rpc.validators(Some(raised_at)).await.unwrap();
+    let power = |info: &mesh_rpc::types::ValidatorsInfo| {
+        info.validators
+            .iter()
+            .find(|v| v.address == newcomer.address())
+            .map(|v| v.power)
+    };
+    assert_eq!(power(&raised), Some(15));
+    let mut anchor = mesh_rpc::TrustAnchor::from_genesis(&testnet.genesis).unwrap();
+    let read = rpc
+        .verified_account(&mut anchor, &newcomer.address(), None)
+        .await
+        .expect("a read at the head verifies from genesis");
+    let epoch = schedule.epoch_of(read.height);
+    assert!(anchor.newest_epoch() >= epoch);
+    let in_force = rpc.validators(Some(read.height)).await.unwrap();
+    assert_eq!(
+        anchor.set(epoch).unwrap().hash(),
+        in_force.validator_set_hash
+    );
+    // Every set the chain had is among those the anchor learned.
+    for height in [joined_at - 1, joined_at, left_at, raised_at] {
+        let info = rpc.validators(Some(height)).await.unwrap();
+        assert_eq!(
+            anchor.set(info.epoch).map(ValidatorSet::hash),
+            Some(info.validator_set_hash)
+        );
+    }
 
     joiner.stop().await.unwrap();
     for node in nodes.into_iter().flatten() {

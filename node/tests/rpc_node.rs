@@ -78,10 +78,7 @@ fn transfer(
 }
 
 fn anchor(testnet: &Testnet) -> TrustAnchor {
-    TrustAnchor {
-        chain_id: testnet.genesis.chain_id.clone(),
-        validators: testnet.genesis.validator_set().unwrap(),
-    }
+    TrustAnchor::from_genesis(&testnet.genesis).unwrap()
 }
 
 fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> ApiError {
@@ -178,31 +175,40 @@ async fn one_validator_serves_submissions_receipts_and_verified_reads() {
         receipt
     );
     // Executed once: the balance moved once, the nonce advanced once.
-    let anchor = anchor(&testnet);
+    let mut anchor = anchor(&testnet);
     let account = rpc
-        .verified_account(&anchor, &recipient, None)
+        .verified_account(&mut anchor, &recipient, None)
         .await
         .unwrap();
     assert!(account.exists);
     assert_eq!(account.balance, 12_345);
     let sender = rpc
-        .verified_account(&anchor, &testnet.account.address(), Some(receipt.height))
+        .verified_account(
+            &mut anchor,
+            &testnet.account.address(),
+            Some(receipt.height),
+        )
         .await
         .unwrap();
     assert_eq!(sender.nonce, 1);
     assert_eq!(sender.balance, 1_000_000_000 - 12_345 - 10);
     // Absence is proven too.
     let nobody = SecretKey::from_seed([78; 32]).address();
-    let absent = rpc.verified_account(&anchor, &nobody, None).await.unwrap();
+    let absent = rpc
+        .verified_account(&mut anchor, &nobody, None)
+        .await
+        .unwrap();
     assert!(!absent.exists);
     // Against another chain's validators, the same honest answer does not verify.
     let stranger = Testnet::new(2);
-    let wrong_anchor = TrustAnchor {
-        chain_id: CHAIN.into(),
-        validators: stranger.genesis.validator_set().unwrap(),
-    };
+    let mut wrong_anchor = TrustAnchor::new(
+        CHAIN.into(),
+        testnet.genesis.params.epoch_blocks,
+        stranger.genesis.validator_set().unwrap(),
+    );
     assert!(matches!(
-        rpc.verified_account(&wrong_anchor, &recipient, None).await,
+        rpc.verified_account(&mut wrong_anchor, &recipient, None)
+            .await,
         Err(ClientError::Verify(_))
     ));
 
@@ -222,7 +228,7 @@ async fn one_validator_serves_submissions_receipts_and_verified_reads() {
     assert_eq!(put_receipt.status, ReceiptStatus::Success);
     let owner = testnet.account.address();
     let value = rpc
-        .verified_value(&anchor, &owner, b"greeting", None)
+        .verified_value(&mut anchor, &owner, b"greeting", None)
         .await
         .unwrap();
     assert_eq!(value.value.unwrap().0, b"hello");
@@ -428,7 +434,7 @@ async fn four_validators_a_transfer_sent_to_one_is_proven_by_another() {
     // Resubmitted to a node that only saw it in a block: same hash.
     assert_eq!(last.send_transaction(&tx).await.unwrap(), hash);
     let account = last
-        .verified_account(&anchor(&testnet), &recipient, None)
+        .verified_account(&mut anchor(&testnet), &recipient, None)
         .await
         .unwrap();
     assert_eq!(account.balance, 4_242);

@@ -17,7 +17,7 @@ use mesh_ledger::{
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
-use crate::types::{FinalityRecord, MempoolStats, NodeStatus, PeerInfo, TxStatus};
+use crate::types::{EpochStatus, FinalityRecord, MempoolStats, NodeStatus, PeerInfo, TxStatus};
 
 /// One key-value entry: `(key, value)`.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -192,6 +192,13 @@ pub trait Backend: Send + Sync + 'static {
         start_after: Option<Vec<u8>>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<KeyValue>, ApiError>> + Send;
+
+    /// The epoch in progress, its sets and the pending staking changes, as of the newest
+    /// finalized state.
+    fn epoch_status(&self) -> impl Future<Output = Result<EpochStatus, ApiError>> + Send;
+
+    /// The chain's `epoch_blocks` (genesis parameter): heights per epoch.
+    fn epoch_blocks(&self) -> u64;
 
     /// The validator set in force at a finalized `height`, with its epoch.
     fn validators(

@@ -15,9 +15,9 @@ use serde_json::Value;
 use crate::backend::BlockRef;
 use crate::error::ApiError;
 use crate::types::{
-    AccountEvent, AccountInfo, BlockEvent, BlockInfo, FinalityRecordJson, HexBytes, KeysPage,
-    MempoolStats, MethodList, NodeStatus, PeerInfo, ReadOptions, SubscribeBlocksOptions, TxEvent,
-    TxInfo, ValidatorsInfo, ValueInfo,
+    AccountEvent, AccountInfo, BlockEvent, BlockInfo, EpochProof, EpochStatus, FinalityRecordJson,
+    HexBytes, KeysPage, MempoolStats, MethodList, NodeStatus, PeerInfo, ReadOptions,
+    SubscribeBlocksOptions, TxEvent, TxInfo, ValidatorsInfo, ValueInfo,
 };
 use crate::verify::{self, TrustAnchor, VerifyError};
 
@@ -274,12 +274,76 @@ impl<C: ClientT + Sync> Client<C> {
             .await
     }
 
+    /// `mesh_getEpoch`: the epoch in progress and the pending set changes.
+    pub async fn epoch(&self) -> Result<EpochStatus, ClientError> {
+        self.call("mesh_getEpoch", Vec::new()).await
+    }
+
+    /// `mesh_getEpochProof`: up to `count` epoch changes from `from_epoch`.
+    pub async fn epoch_proof(
+        &self,
+        from_epoch: u64,
+        count: u64,
+    ) -> Result<EpochProof, ClientError> {
+        self.call(
+            "mesh_getEpochProof",
+            vec![Value::from(from_epoch), Value::from(count)],
+        )
+        .await
+    }
+
+    /// Advances `anchor` until it trusts the set of `epoch`, checking every epoch change on
+    /// the way (each signed by the set before it). Fails if the node cannot prove one.
+    pub async fn advance_anchor(
+        &self,
+        anchor: &mut TrustAnchor,
+        epoch: u64,
+    ) -> Result<(), ClientError> {
+        while anchor.newest_epoch() < epoch {
+            // The boundary of the newest trusted epoch proves the set after it.
+            let from = anchor.newest_epoch();
+            let wanted = (epoch - from).min(crate::EPOCH_CHANGES_MAX);
+            let proof = self.epoch_proof(from, wanted).await?;
+            if proof.changes.is_empty() {
+                return Err(ClientError::Verify(VerifyError::UnknownEpoch {
+                    epoch,
+                    newest_trusted: from,
+                }));
+            }
+            for change in &proof.changes {
+                anchor.advance(change)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `check` against `anchor`; while it fails for want of an epoch's set, advances the
+    /// anchor there (at most a few times: a header, its links and its certificate span at most
+    /// two epochs).
+    async fn verify_with(
+        &self,
+        anchor: &mut TrustAnchor,
+        check: impl Fn(&TrustAnchor) -> Result<(), VerifyError>,
+    ) -> Result<(), ClientError> {
+        for _ in 0..3 {
+            match check(anchor) {
+                Err(VerifyError::UnknownEpoch { epoch, .. }) => {
+                    self.advance_anchor(anchor, epoch).await?;
+                }
+                other => return Ok(other?),
+            }
+        }
+        Ok(check(anchor)?)
+    }
+
     /// `mesh_getAccount` with a proof, checked against `anchor`: the proof against the header's
-    /// state root, the header against the trusted chain and validator set, and the finality
-    /// certificate's signatures. `height` `None` reads the newest finalized state.
+    /// state root, the header against the trusted chain and the validator set in force at its
+    /// height, and the finality certificate's signatures. The anchor is advanced through the
+    /// epoch changes it needs (`mesh_getEpochProof`), each verified. `height` `None` reads the
+    /// newest finalized state.
     pub async fn verified_account(
         &self,
-        anchor: &TrustAnchor,
+        anchor: &mut TrustAnchor,
         address: &Address,
         height: Option<u64>,
     ) -> Result<AccountInfo, ClientError> {
@@ -292,14 +356,17 @@ impl<C: ClientT + Sync> Client<C> {
                 },
             )
             .await?;
-        verify::verify_account(anchor, address, &info)?;
+        self.verify_with(anchor, |anchor| {
+            verify::verify_account(anchor, address, &info)
+        })
+        .await?;
         Ok(info)
     }
 
     /// `mesh_getValue` with a proof, checked like [`Client::verified_account`].
     pub async fn verified_value(
         &self,
-        anchor: &TrustAnchor,
+        anchor: &mut TrustAnchor,
         owner: &Address,
         key: &[u8],
         height: Option<u64>,
@@ -314,7 +381,10 @@ impl<C: ClientT + Sync> Client<C> {
                 },
             )
             .await?;
-        verify::verify_value(anchor, owner, key, &info)?;
+        self.verify_with(anchor, |anchor| {
+            verify::verify_value(anchor, owner, key, &info)
+        })
+        .await?;
         Ok(info)
     }
 

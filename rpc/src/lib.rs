@@ -52,7 +52,7 @@ pub use backend::{
 };
 pub use client::{Client, ClientConfig, ClientError, HttpTransport, WsTransport};
 pub use error::ApiError;
-pub use methods::Api;
+pub use methods::{Api, EPOCH_CHANGES_MAX};
 pub use server::{
     rpc_module, start, CorsPolicy, RpcServerConfig, RpcServerHandle, StartError, DEFAULT_RPC_PORT,
     PER_IP_MAX_EXPOSED, PER_IP_MAX_LOOPBACK,

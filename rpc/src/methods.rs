@@ -21,9 +21,10 @@ use crate::backend::{Backend, BlockRef};
 use crate::error::{block_label, ApiError};
 use crate::server::{millis, RpcServerConfig};
 use crate::types::{
-    parse_hex_strict, AccountEvent, AccountInfo, BlockEvent, BlockInfo, FinalityProof,
-    FinalityRecordJson, HexBytes, KeyEntry, KeysPage, MethodList, NodeStatus, ProofBundle,
-    ReadOptions, SubscribeBlocksOptions, TxEvent, TxInfo, TxStatus, ValidatorsInfo, ValueInfo,
+    parse_hex_strict, AccountEvent, AccountInfo, BlockEvent, BlockInfo, CertificateJson,
+    EpochChange, EpochProof, FinalityProof, FinalityRecordJson, HexBytes, KeyEntry, KeysPage,
+    MethodList, NodeStatus, ProofBundle, ReadOptions, SubscribeBlocksOptions, TxEvent, TxInfo,
+    TxStatus, ValidatorsInfo, ValueInfo,
 };
 use crate::verify::FINALITY_LINKS_MAX;
 
@@ -250,6 +251,10 @@ pub(crate) fn module<B: Backend>(api: Api<B>) -> Result<RpcModule<Api<B>>, Regis
         api.backend().peers().await
     })?;
     add(&mut module, "mesh_validators", 1, validators)?;
+    add(&mut module, "mesh_getEpochProof", 2, epoch_proof)?;
+    add(&mut module, "mesh_getEpoch", 0, |api, _| async move {
+        api.backend().epoch_status().await
+    })?;
     add(&mut module, "mesh_mempool", 0, |api, _| async move {
         api.backend().mempool().await
     })?;
@@ -681,6 +686,55 @@ async fn validators<B: Backend>(api: Api<B>, args: Args) -> Result<ValidatorsInf
     let height = resolve_height(&status, asked)?;
     let epoch = api.backend().validators(height).await?;
     Ok(ValidatorsInfo::new(height, &epoch))
+}
+
+/// Most epoch changes one `mesh_getEpochProof` answers.
+pub const EPOCH_CHANGES_MAX: u64 = 64;
+
+async fn epoch_proof<B: Backend>(api: Api<B>, args: Args) -> Result<EpochProof, ApiError> {
+    let from: u64 = args.required(0, "from_epoch")?;
+    let count: u64 = args.optional(1, "count")?.unwrap_or(EPOCH_CHANGES_MAX);
+    if count == 0 || count > EPOCH_CHANGES_MAX {
+        return Err(ApiError::RangeTooLarge {
+            what: "count".into(),
+            requested: count,
+            max: EPOCH_CHANGES_MAX,
+        });
+    }
+    let schedule = mesh_ledger::EpochSchedule::new(api.backend().epoch_blocks());
+    let finalized = api.backend().status().await?.finalized_height;
+    let mut changes = Vec::new();
+    for epoch in from..from.saturating_add(count) {
+        let last = schedule.last(epoch);
+        if last > finalized || last == u64::MAX {
+            break;
+        }
+        let boundary = headers_range(&api, last, last)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal(format!("no header stored at height {last}")))?;
+        let record =
+            api.backend().finality(last).await?.ok_or_else(|| {
+                ApiError::internal(format!("no certificate stored at height {last}"))
+            })?;
+        // Epoch `e` certifies nothing above `last(e)` and `e + 1` starts only once it is final,
+        // so the boundary's certificate is its own (maybe a re-proposal's view).
+        let subject = record.certificate.subject;
+        if subject.epoch.0 != epoch || subject.height.0 != last || subject.hash != boundary.hash() {
+            return Err(ApiError::internal(format!(
+                "the certificate stored for boundary height {last} is not over that block in epoch {epoch}"
+            )));
+        }
+        let next = api.backend().validators(last.saturating_add(1)).await?;
+        changes.push(EpochChange {
+            epoch,
+            boundary,
+            certificate: CertificateJson::from(&record.certificate),
+            next_validators: next.set.validators().to_vec(),
+        });
+    }
+    Ok(EpochProof { changes })
 }
 
 // ---------------------------------------------------------------------------------------------

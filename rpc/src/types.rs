@@ -402,6 +402,83 @@ impl ValidatorsInfo {
     }
 }
 
+/// `mesh_getEpoch`: the epoch in progress (the one the next height belongs to), its set and the
+/// next one (both fixed), and the changes still pending — the cut of the stake table as it
+/// stands, which becomes `set(epoch + 2)` unless staking changes it before `last_height`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochStatus {
+    /// The epoch in progress.
+    pub epoch: u64,
+    /// Its first height.
+    pub first_height: u64,
+    /// Its last height (its boundary block, which computes `set(epoch + 2)`).
+    pub last_height: u64,
+    /// The newest finalized height the answer was read at.
+    pub finalized_height: u64,
+    /// `set(epoch)`, in address order.
+    pub validators: Vec<Validator>,
+    /// `set(epoch + 1)`, fixed since `last(epoch − 1)`.
+    pub next_validators: Vec<Validator>,
+    /// The cut of the stake table now: `set(epoch + 2)` if nothing changes before
+    /// `last_height`. Address order.
+    pub projected_validators: Vec<Validator>,
+    /// Every candidate of the stake table, by key.
+    pub candidates: Vec<CandidateInfo>,
+    /// Unbonded amounts waiting for release, by release epoch (`epoch` and `epoch + 1`).
+    pub unbonding: Vec<UnbondingInfo>,
+}
+
+/// A candidate of the stake table (`mesh_getEpoch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateInfo {
+    /// The validator key.
+    pub key: Address,
+    /// Sum of every bond to it, base units (its power if it makes the cut).
+    pub bonded: u64,
+    /// Height of the self-bond that registered it (0 for genesis validators).
+    pub registered_height: u64,
+}
+
+/// An unbonded amount waiting for release (`mesh_getEpoch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnbondingInfo {
+    /// Released to `owner`'s balance by the end-of-epoch step of this epoch's last height.
+    pub release_epoch: u64,
+    /// Who unbonded.
+    pub owner: Address,
+    /// How much.
+    pub amount: u64,
+}
+
+/// One change of the validator set as a light client checks it (`mesh_getEpochProof`): the
+/// boundary header of `epoch` (its last height), the certificate by `set(epoch)` that finalized
+/// that very header, and `set(epoch + 1)`, whose hash the header commits to
+/// (`next_validator_set_hash`). See [`crate::TrustAnchor::advance`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochChange {
+    /// The epoch that ends.
+    pub epoch: u64,
+    /// Header of its last height.
+    pub boundary: BlockHeader,
+    /// The certificate over `boundary`, signed by `set(epoch)` in `epoch`.
+    pub certificate: CertificateJson,
+    /// The set of `epoch + 1`, in address order.
+    pub next_validators: Vec<Validator>,
+}
+
+/// `mesh_getEpochProof`: consecutive epoch changes from the epoch asked for; fewer than asked
+/// (possibly none) when the chain has not finalized the later boundaries yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochProof {
+    /// The changes, ascending by epoch.
+    pub changes: Vec<EpochChange>,
+}
+
 /// One connected peer (`mesh_peers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

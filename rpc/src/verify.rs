@@ -4,24 +4,144 @@
 //! came with; that header belongs to the trusted chain and validator set; and a finality
 //! certificate signed by more than two thirds of the trusted validators' power covers the
 //! header — directly, or through a short chain of descendant headers linked by parent hash.
+//!
+//! The set is trusted per epoch. Genesis gives the sets of epochs 0 and 1; each later set is
+//! learned from an [`EpochChange`]: the boundary header of the epoch before, certified by
+//! that epoch's (already trusted) set and committing to the next set's hash. A client that
+//! trusts only genesis so follows every change of the set, each one signed by the set before.
+
+use std::collections::BTreeMap;
 
 use mesh_consensus::FinalityCertificate;
+use mesh_ledger::genesis::GenesisError;
 use mesh_ledger::state::{self, StateProof};
-use mesh_ledger::{Account, Address, BlockHeader, ValidatorSet};
+use mesh_ledger::{Account, Address, BlockHeader, EpochSchedule, Genesis, ValidatorSet};
 
-use crate::types::{AccountInfo, FinalityProof, ProofBundle, ValueInfo};
+use crate::types::{AccountInfo, EpochChange, FinalityProof, ProofBundle, ValueInfo};
 
 /// Most descendant headers accepted between a header and its certificate.
 pub const FINALITY_LINKS_MAX: usize = 256;
 
-/// What a client trusts: the chain id and the validator set (from `genesis.json`, obtained out
-/// of band — never from the node being checked).
+/// What a client trusts: the chain id, its epoch length and the validator set of each epoch
+/// it has verified so far — seeded from `genesis.json` (obtained out of band, never from the
+/// node being checked) and extended only by [`TrustAnchor::advance`].
 #[derive(Debug, Clone)]
 pub struct TrustAnchor {
     /// The chain id.
     pub chain_id: String,
-    /// The validator set whose signatures make a block final.
-    pub validators: ValidatorSet,
+    /// The chain's epochs (genesis `params.epoch_blocks`).
+    pub schedule: EpochSchedule,
+    /// `set(e)` for every epoch trusted so far: `0..=newest`, without gaps.
+    sets: BTreeMap<u64, ValidatorSet>,
+}
+
+impl TrustAnchor {
+    /// Trusts `genesis_set` for epochs 0 and 1, as genesis does.
+    pub fn new(chain_id: String, epoch_blocks: u64, genesis_set: ValidatorSet) -> TrustAnchor {
+        let sets = BTreeMap::from([(0, genesis_set.clone()), (1, genesis_set)]);
+        TrustAnchor {
+            chain_id,
+            schedule: EpochSchedule::new(epoch_blocks),
+            sets,
+        }
+    }
+
+    /// The anchor of a genesis document.
+    pub fn from_genesis(genesis: &Genesis) -> Result<TrustAnchor, GenesisError> {
+        Ok(TrustAnchor::new(
+            genesis.chain_id.clone(),
+            genesis.params.epoch_blocks,
+            genesis.validator_set()?,
+        ))
+    }
+
+    /// The trusted set of `epoch`, if the anchor has reached it.
+    pub fn set(&self, epoch: u64) -> Option<&ValidatorSet> {
+        self.sets.get(&epoch)
+    }
+
+    /// The newest epoch whose set is trusted.
+    pub fn newest_epoch(&self) -> u64 {
+        self.sets.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The trusted set in force at `height`.
+    fn set_at(&self, height: u64) -> Result<&ValidatorSet, VerifyError> {
+        let epoch = self.schedule.epoch_of(height);
+        self.set(epoch).ok_or(VerifyError::UnknownEpoch {
+            epoch,
+            newest_trusted: self.newest_epoch(),
+        })
+    }
+
+    /// Learns `set(change.epoch + 1)` from the certified boundary of `change.epoch`, whose set
+    /// must be trusted already. Checks: the boundary is `last(epoch)` of this chain and names
+    /// the trusted set; the certificate is by that set, for that epoch, over that very header;
+    /// and the next set hashes to the header's `next_validator_set_hash`. A change for an epoch
+    /// whose successor is trusted already is checked the same way and changes nothing.
+    pub fn advance(&mut self, change: &EpochChange) -> Result<(), VerifyError> {
+        let epoch = change.epoch;
+        let refuse = |reason: String| Err(VerifyError::EpochChange { epoch, reason });
+        let Some(set) = self.set(epoch) else {
+            return Err(VerifyError::UnknownEpoch {
+                epoch,
+                newest_trusted: self.newest_epoch(),
+            });
+        };
+        let boundary = &change.boundary;
+        if boundary.chain_id != self.chain_id {
+            return Err(VerifyError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: boundary.chain_id.clone(),
+            });
+        }
+        if boundary.height != self.schedule.last(epoch) {
+            return refuse(format!(
+                "boundary header is at height {}, epoch {epoch} ends at {}",
+                boundary.height,
+                self.schedule.last(epoch)
+            ));
+        }
+        if boundary.validator_set_hash != set.hash() {
+            return Err(VerifyError::WrongValidatorSet);
+        }
+        let certificate = FinalityCertificate::from(&change.certificate);
+        let subject = certificate.subject;
+        if subject.epoch.0 != epoch
+            || subject.height.0 != boundary.height
+            || subject.hash != boundary.hash()
+        {
+            return refuse(format!(
+                "certificate is for block {} at height {} in epoch {}, not the boundary",
+                subject.hash, subject.height.0, subject.epoch.0
+            ));
+        }
+        certificate
+            .verify(&self.chain_id, set)
+            .map_err(|err| VerifyError::Certificate(err.to_string()))?;
+        let next = ValidatorSet::new(change.next_validators.clone()).map_err(|err| {
+            VerifyError::EpochChange {
+                epoch,
+                reason: format!("next set is invalid: {err}"),
+            }
+        })?;
+        if next.hash() != boundary.next_validator_set_hash {
+            return refuse(
+                "next set does not hash to the boundary's next_validator_set_hash".into(),
+            );
+        }
+        let next_epoch = epoch.saturating_add(1);
+        match self.sets.get(&next_epoch) {
+            Some(known) if *known != next => refuse(format!(
+                "a certified boundary names another set for epoch {next_epoch} than the one trusted"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.sets.insert(next_epoch, next);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Why an answer was not trusted.
@@ -41,6 +161,23 @@ pub enum VerifyError {
     /// The header names another validator set.
     #[error("header names a validator set other than the trusted one")]
     WrongValidatorSet,
+    /// The height is in an epoch whose set the anchor does not trust yet: advance it with the
+    /// epoch changes up to there (`mesh_getEpochProof`).
+    #[error("epoch {epoch} is not trusted yet (trusted up to epoch {newest_trusted})")]
+    UnknownEpoch {
+        /// The epoch needed.
+        epoch: u64,
+        /// The newest epoch the anchor trusts.
+        newest_trusted: u64,
+    },
+    /// An epoch change does not prove the next set.
+    #[error("epoch change of epoch {epoch} refused: {reason}")]
+    EpochChange {
+        /// The epoch that ends.
+        epoch: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The answer's height and its header's disagree.
     #[error("answer is for height {answer} but the header is for height {header}")]
     HeightMismatch {
@@ -110,8 +247,17 @@ pub fn verify_header_final(
             certified.hash
         )));
     }
+    // Each epoch's set certifies only its own heights: a certificate naming another epoch than
+    // its height's, or signed by a set not in force there, is refused.
+    let epoch = anchor.schedule.epoch_of(certified.height.0);
+    if certified.epoch.0 != epoch {
+        return Err(VerifyError::Certificate(format!(
+            "signed for epoch {}, but height {} is in epoch {epoch}",
+            certified.epoch.0, certified.height.0
+        )));
+    }
     certificate
-        .verify(&anchor.chain_id, &anchor.validators)
+        .verify(&anchor.chain_id, anchor.set_at(certified.height.0)?)
         .map_err(|err| VerifyError::Certificate(err.to_string()))
 }
 
@@ -122,7 +268,7 @@ fn check_header_identity(anchor: &TrustAnchor, header: &BlockHeader) -> Result<(
             got: header.chain_id.clone(),
         });
     }
-    if header.validator_set_hash != anchor.validators.hash() {
+    if header.validator_set_hash != anchor.set_at(header.height)?.hash() {
         return Err(VerifyError::WrongValidatorSet);
     }
     Ok(())

@@ -44,7 +44,10 @@ async fn status_peers_mempool_validators_and_methods() {
     assert_eq!(validators.validators.len(), 4);
     assert_eq!(validators.total_power, 40);
     assert_eq!(validators.quorum_power, 27);
-    assert_eq!(validators.validator_set_hash, anchor().validators.hash());
+    assert_eq!(
+        validators.validator_set_hash,
+        anchor().set(0).unwrap().hash()
+    );
     let err = api_error(client.validators(Some(99)).await);
     assert!(matches!(
         err,
@@ -65,6 +68,8 @@ async fn status_peers_mempool_validators_and_methods() {
         "mesh_status",
         "mesh_peers",
         "mesh_validators",
+        "mesh_getEpoch",
+        "mesh_getEpochProof",
         "mesh_mempool",
         "mesh_subscribeBlocks",
         "mesh_subscribeTransaction",

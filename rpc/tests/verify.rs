@@ -61,26 +61,26 @@ async fn proven_value(client: &Client<HttpTransport>, key: &[u8]) -> ValueInfo {
 #[tokio::test]
 async fn honest_answers_verify() {
     let (node, client, _server) = setup().await;
-    let anchor = anchor();
+    let mut anchor = anchor();
 
     let bob_info = client
-        .verified_account(&anchor, &bob().address(), None)
+        .verified_account(&mut anchor, &bob().address(), None)
         .await
         .unwrap();
     assert_eq!(bob_info.balance, 600);
     // Absence proof.
     let nobody = client
-        .verified_account(&anchor, &key(99).address(), None)
+        .verified_account(&mut anchor, &key(99).address(), None)
         .await
         .unwrap();
     assert!(!nobody.exists);
     let value = client
-        .verified_value(&anchor, &alice().address(), b"greeting", None)
+        .verified_value(&mut anchor, &alice().address(), b"greeting", None)
         .await
         .unwrap();
     assert_eq!(value.value.unwrap().0, b"hello");
     let absent = client
-        .verified_value(&anchor, &alice().address(), b"nothing", None)
+        .verified_value(&mut anchor, &alice().address(), b"nothing", None)
         .await
         .unwrap();
     assert!(absent.value.is_none());
@@ -89,7 +89,7 @@ async fn honest_answers_verify() {
     node.finalize_with(3);
     for height in 2..=4 {
         let info = client
-            .verified_account(&anchor, &alice().address(), Some(height))
+            .verified_account(&mut anchor, &alice().address(), Some(height))
             .await
             .unwrap();
         let links = info.proof.unwrap().finality.unwrap().links.len();
@@ -97,13 +97,13 @@ async fn honest_answers_verify() {
     }
     // A historical height verifies against its own header.
     let old = client
-        .verified_account(&anchor, &bob().address(), Some(1))
+        .verified_account(&mut anchor, &bob().address(), Some(1))
         .await
         .unwrap();
     assert_eq!(old.height, 1);
     // Genesis has no certificate: a verified read there is refused, not trusted.
     let genesis = client
-        .verified_account(&anchor, &bob().address(), Some(0))
+        .verified_account(&mut anchor, &bob().address(), Some(0))
         .await;
     assert!(matches!(
         genesis,
@@ -116,7 +116,7 @@ async fn a_lying_node_is_caught() {
     let (node, client, _server) = setup().await;
     node.chain.lock().unwrap().lie = true;
     let result = client
-        .verified_account(&anchor(), &bob().address(), None)
+        .verified_account(&mut anchor(), &bob().address(), None)
         .await;
     assert!(
         matches!(result, Err(ClientError::Verify(VerifyError::Proof(_)))),
@@ -241,22 +241,24 @@ async fn tampered_account_answers_fail() {
     assert!(matches!(fails(&t), VerifyError::Missing(_)));
 
     // Trust anchors: another chain, another validator set.
-    let other_chain = TrustAnchor {
-        chain_id: "other".into(),
-        validators: anchor.validators.clone(),
-    };
+    let other_chain = TrustAnchor::new(
+        "other".into(),
+        anchor.schedule.epoch_blocks(),
+        anchor.set(0).unwrap().clone(),
+    );
     assert!(matches!(
         verify_account(&other_chain, &bob_addr, &honest).unwrap_err(),
         VerifyError::WrongChain { .. }
     ));
-    let other_set = TrustAnchor {
-        chain_id: CHAIN.into(),
-        validators: ValidatorSet::new(vec![mesh_ledger::Validator {
+    let other_set = TrustAnchor::new(
+        CHAIN.into(),
+        anchor.schedule.epoch_blocks(),
+        ValidatorSet::new(vec![mesh_ledger::Validator {
             address: key(200).address(),
             power: 1,
         }])
         .unwrap(),
-    };
+    );
     assert!(matches!(
         verify_account(&other_set, &bob_addr, &honest).unwrap_err(),
         VerifyError::WrongValidatorSet

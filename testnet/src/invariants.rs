@@ -113,9 +113,8 @@ impl Probe {
             reason,
         };
         let genesis = Genesis::from_json(&text).map_err(|err| malformed(err.to_string()))?;
-        let validators = genesis
-            .validator_set()
-            .map_err(|err| malformed(err.to_string()))?;
+        let anchor =
+            TrustAnchor::from_genesis(&genesis).map_err(|err| malformed(err.to_string()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -123,10 +122,7 @@ impl Probe {
         Ok(Probe {
             dir: dir.to_path_buf(),
             runtime,
-            anchor: TrustAnchor {
-                chain_id: genesis.chain_id,
-                validators,
-            },
+            anchor,
         })
     }
 
@@ -346,6 +342,8 @@ impl Probe {
             "every node has the height read",
         )?;
         let views = self.block_on(async {
+            // The probe's anchor trusts genesis; a copy walks the epoch changes to `height`.
+            let mut anchor = self.anchor.clone();
             let mut views = Vec::with_capacity(nodes.len());
             for &index in nodes {
                 let node = file.node(index)?;
@@ -353,7 +351,7 @@ impl Probe {
                 let mut view = Vec::with_capacity(accounts.len());
                 for address in accounts {
                     let info = client
-                        .verified_account(&self.anchor, address, Some(height))
+                        .verified_account(&mut anchor, address, Some(height))
                         .await
                         .map_err(|err| match err {
                             mesh_rpc::ClientError::Verify(why) => {

@@ -282,7 +282,7 @@ impl Run {
         let recipient = SecretKey::from_seed(random_seed()).address();
         let submitter = file.node(0)?;
         let reader = file.node(self.crash_victim)?;
-        let anchor = self.probe.anchor().clone();
+        let mut anchor = self.probe.anchor().clone();
         let chain_id = file.chain_id.clone();
         let fee = bench::fee_min(&submitter.home);
         let (receipt, info) = self.probe.block_on(async {
@@ -331,7 +331,7 @@ impl Run {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let info = at_reader
-                .verified_account(&anchor, &recipient, None)
+                .verified_account(&mut anchor, &recipient, None)
                 .await
                 .map_err(|err| {
                     Invariant::Visibility.violated(format!(

@@ -80,10 +80,7 @@ pub fn genesis() -> Genesis {
 }
 
 pub fn anchor() -> TrustAnchor {
-    TrustAnchor {
-        chain_id: CHAIN.into(),
-        validators: genesis().validator_set().unwrap(),
-    }
+    TrustAnchor::from_genesis(&genesis()).unwrap()
 }
 
 /// A transaction signed by `from`.
@@ -524,6 +521,26 @@ impl Backend for MockNode {
             })
             .take(limit)
             .collect())
+    }
+
+    async fn epoch_status(&self) -> Result<mesh_rpc::types::EpochStatus, ApiError> {
+        let chain = self.check()?;
+        let validators = chain.validators.validators().to_vec();
+        Ok(mesh_rpc::types::EpochStatus {
+            epoch: 0,
+            first_height: 1,
+            last_height: u64::MAX,
+            finalized_height: chain.tip().header.height,
+            next_validators: validators.clone(),
+            projected_validators: validators.clone(),
+            candidates: Vec::new(),
+            unbonding: Vec::new(),
+            validators,
+        })
+    }
+
+    fn epoch_blocks(&self) -> u64 {
+        genesis().params.epoch_blocks
     }
 
     async fn validators(&self, height: u64) -> Result<EpochValidators, ApiError> {
