@@ -882,22 +882,19 @@ pub(crate) fn load_keys(dir: &Path, limit: Option<usize>) -> Result<Vec<SecretKe
             dir.display()
         )));
     }
-    files
-        .iter()
-        .map(|(_, path)| {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| TestnetError::io(path, source))?;
-            let malformed = |reason: String| TestnetError::Malformed {
-                path: path.display().to_string(),
-                reason,
-            };
-            let file: KeyFile =
-                serde_json::from_str(&text).map_err(|err| malformed(err.to_string()))?;
-            let seed: [u8; 32] =
-                parse_hex_fixed(&file.secret).map_err(|err| malformed(err.to_string()))?;
-            Ok(SecretKey::from_seed(seed))
-        })
-        .collect()
+    files.iter().map(|(_, path)| read_key(path)).collect()
+}
+
+/// Reads a key file (`{"address","secret"}`, as `meshd keys new` writes it).
+pub(crate) fn read_key(path: &Path) -> Result<SecretKey, TestnetError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TestnetError::io(path, source))?;
+    let malformed = |reason: String| TestnetError::Malformed {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file: KeyFile = serde_json::from_str(&text).map_err(|err| malformed(err.to_string()))?;
+    let seed: [u8; 32] = parse_hex_fixed(&file.secret).map_err(|err| malformed(err.to_string()))?;
+    Ok(SecretKey::from_seed(seed))
 }
 
 /// The chain's `fee_min` from a home's genesis.json.

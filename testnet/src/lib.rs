@@ -33,6 +33,7 @@ mod bench;
 mod deploy;
 mod faults;
 mod invariants;
+mod membership;
 mod metrics;
 mod netns;
 mod process;
@@ -208,11 +209,30 @@ pub enum TestnetCommand {
         dir: PathBuf,
     },
     /// Add a full node to the running network (new home, same genesis, every node a bootnode);
-    /// it syncs the chain from its peers. Prints its index.
+    /// it syncs the chain from its peers. Prints its index. With `--validator` it gets a
+    /// validator key, is funded from the first development account, self-bonds and becomes a
+    /// validator two epochs later; the command waits until the set in force holds it.
     Join {
         /// Directory of the network.
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
+        /// Join as a validator (by bond, at an epoch boundary).
+        #[arg(long)]
+        validator: bool,
+        /// With --validator: the self-bond, which is its voting power [default: the smallest
+        /// power in the set now].
+        #[arg(long, value_name = "AMOUNT", requires = "validator")]
+        bond: Option<u64>,
+    },
+    /// Retire node I from the validator set: unbond its self-bond and wait until the set in
+    /// force no longer holds it. The node keeps running as a full node.
+    Leave {
+        /// Directory of the network.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Index of the node in testnet.json.
+        #[arg(long, value_name = "I")]
+        node: usize,
     },
     /// Run a fault scenario against the running network and check the invariants the mesh
     /// promises after it (agreement, state agreement, liveness, durability, …); exits ≠ 0 at
@@ -457,7 +477,11 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             let first = sample(&file.nodes);
             std::thread::sleep(Duration::from_secs(1));
             let second = sample(&file.nodes);
-            print!("{}", status_table(&file, &first, &second, 1.0));
+            let members = membership::membership(&file);
+            print!(
+                "{}",
+                status_table(&file, &first, &second, 1.0, members.as_ref())
+            );
             println!("{}", netns::mode_line(&dir)?);
             if let Some(partition) = Partition::load(&dir) {
                 println!(
@@ -496,7 +520,20 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
         TestnetCommand::Resume { dir, node } => faults::resume(&dir, node),
         TestnetCommand::Partition { dir, groups } => faults::partition(&dir, &groups),
         TestnetCommand::Heal { dir } => faults::heal(&dir),
-        TestnetCommand::Join { dir } => join(meshd, &setup::absolute(&dir)?).map(|_| ()),
+        TestnetCommand::Join {
+            dir,
+            validator,
+            bond,
+        } => {
+            let dir = setup::absolute(&dir)?;
+            if !validator {
+                return join(meshd, &dir, None).map(|_| ());
+            }
+            let key = mesh_ledger::SecretKey::from_seed(setup::random_seed());
+            let index = join(meshd, &dir, Some(&key))?;
+            membership::become_validator(&dir, index, &key, bond)
+        }
+        TestnetCommand::Leave { dir, node } => membership::leave(&setup::absolute(&dir)?, node),
         TestnetCommand::Scenario {
             name,
             dir,
@@ -902,7 +939,11 @@ fn foreground(file: &TestnetFile, children: &mut [(NodeEntry, Child)], stop: &St
         if terminal {
             print!("\x1b[H\x1b[2J");
         }
-        print!("{}", status_table(file, &previous, &current, seconds));
+        let members = membership::membership(file);
+        print!(
+            "{}",
+            status_table(file, &previous, &current, seconds, members.as_ref())
+        );
         println!("Ctrl-C stops every node");
         previous = current;
         let exited = children
@@ -915,9 +956,14 @@ fn foreground(file: &TestnetFile, children: &mut [(NodeEntry, Child)], stop: &St
     }
 }
 
-/// `join`: writes a full node's home, records it in testnet.json and starts it; returns its
-/// index.
-pub(crate) fn join(meshd: &Path, dir: &Path) -> Result<usize, TestnetError> {
+/// `join`: writes a full node's home (with `validator_key`, if given: it runs as a full node
+/// until a bond puts the key in the set), records it in testnet.json and starts it; returns
+/// its index.
+pub(crate) fn join(
+    meshd: &Path,
+    dir: &Path,
+    validator_key: Option<&mesh_ledger::SecretKey>,
+) -> Result<usize, TestnetError> {
     let mut file = TestnetFile::load(dir)?;
     if u32::try_from(file.nodes.len()).map_or(true, |count| count >= NODES_MAX) {
         return Err(TestnetError::Usage(format!(
@@ -940,6 +986,12 @@ pub(crate) fn join(meshd: &Path, dir: &Path) -> Result<usize, TestnetError> {
         )));
     }
     let entry = setup::add_full_node(meshd, dir, &file)?;
+    if let Some(key) = validator_key {
+        if let Err(err) = setup::write_key(&entry.home.join("validator_key.json"), key) {
+            let _ = std::fs::remove_dir_all(&entry.home);
+            return Err(err);
+        }
+    }
     let index = file.nodes.len();
     println!(
         "joining {} as a full node: {}",
@@ -1048,31 +1100,42 @@ fn endpoint_table(file: &TestnetFile) -> String {
     out
 }
 
+/// The table `status` and `up` print. Role and power come from the chain (`members`, the
+/// epoch in progress as a running node sees it); without an answer, from how each node was
+/// created, with no power.
 fn status_table(
     file: &TestnetFile,
     previous: &[Option<NodeMetrics>],
     current: &[Option<NodeMetrics>],
     seconds: f64,
+    members: Option<&membership::Membership>,
 ) -> String {
+    let epoch = members.map_or_else(|| "-".to_owned(), |m| m.epoch.to_string());
     let mut out = format!(
-        "chain {}\n{:<8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8}  rpc\n",
-        file.chain_id, "node", "role", "pid", "height", "view", "peers", "mempool", "tx/s"
+        "chain {}  epoch {epoch}\n{:<8} {:<9} {:>6} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8}  rpc\n",
+        file.chain_id, "node", "role", "power", "pid", "height", "view", "peers", "mempool", "tx/s"
     );
     for (index, node) in file.nodes.iter().enumerate() {
+        let (role, power) = match members {
+            Some(members) => {
+                let key = membership::validator_key(node).map(|k| k.address());
+                let (role, power) = members.of(key.as_ref());
+                (role.name(), power.to_string())
+            }
+            None => (role(node), "-".to_owned()),
+        };
         let now = current.get(index).copied().flatten();
         let before = previous.get(index).copied().flatten();
         let line = match now {
             None if !node_alive(node) => format!(
-                "{:<8} {:<9} {:>8} {:>8}",
-                node.name,
-                role(node),
-                "-",
-                "stopped"
+                "{:<8} {:<9} {:>6} {:>8} {:>8}",
+                node.name, role, power, "-", "stopped"
             ),
             None => format!(
-                "{:<8} {:<9} {:>8} {:>8}",
+                "{:<8} {:<9} {:>6} {:>8} {:>8}",
                 node.name,
-                role(node),
+                role,
+                power,
                 node.pid,
                 if process::is_paused(node.pid) {
                     "paused"
@@ -1089,9 +1152,10 @@ fn status_table(
                     _ => "-".into(),
                 };
                 format!(
-                    "{:<8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8}  {}",
+                    "{:<8} {:<9} {:>6} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8}  {}",
                     node.name,
-                    role(node),
+                    role,
+                    power,
                     node.pid,
                     m.finalized_height,
                     m.view,

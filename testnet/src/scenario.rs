@@ -592,7 +592,7 @@ impl Run {
             limit,
             "the chain grows to the join height",
         )?;
-        let index = crate::join(&self.meshd, &self.dir)?;
+        let index = crate::join(&self.meshd, &self.dir, None)?;
         let file = self.file()?;
         let target = self.probe.top(&file, &self.validators);
         let took = self.probe.wait_heights(
