@@ -12,7 +12,8 @@ use jsonrpsee_core::server::{BatchResponseBuilder, MethodResponse};
 use jsonrpsee_server::middleware::rpc::{Batch, BatchEntry, Notification, Request, RpcServiceT};
 use jsonrpsee_types::ErrorObjectOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, INVALID_REQUEST};
+use crate::http_limits::ID_RULE;
 use crate::socket::{CallGuard, Connection};
 
 /// Wraps jsonrpsee's RPC service.
@@ -29,6 +30,15 @@ impl<S> CallLimits<S> {
             response_bytes_max,
         }
     }
+}
+
+/// The answer to a WebSocket request, or batch, whose `id` JSON-RPC cannot answer (the
+/// socket's `WsInspector` counted it), as HTTP gives it.
+fn invalid_id() -> MethodResponse {
+    MethodResponse::error(
+        jsonrpsee_types::Id::Null,
+        ErrorObjectOwned::owned(INVALID_REQUEST, ID_RULE, None::<()>),
+    )
 }
 
 fn busy(limit: u32) -> ErrorObjectOwned {
@@ -103,9 +113,23 @@ where
             .and_then(|entry| entry.extensions().get::<Connection>())
             .filter(|connection| connection.0.answer_produced())
             .map(|connection| connection.0.calls_max());
+        // A batch the socket found an unanswerable `id` in: refused whole, as over HTTP. Such
+        // an entry reached us as a notification (or an invalid entry), so only a batch holding
+        // one may be the one counted.
+        let refused = batch
+            .iter()
+            .any(|entry| matches!(entry, Err(_) | Ok(BatchEntry::Notification(_))))
+            && batch
+                .iter()
+                .find_map(|entry| entry.as_ref().ok())
+                .and_then(|entry| entry.extensions().get::<Connection>())
+                .is_some_and(|connection| connection.0.take_bad_batch());
         let inner = Arc::clone(&self.inner);
         let response_bytes_max = self.response_bytes_max;
         async move {
+            if refused {
+                return invalid_id();
+            }
             if let Some(limit) = closed {
                 return MethodResponse::error(jsonrpsee_types::Id::Null, busy(limit));
             }
@@ -162,6 +186,18 @@ where
         &self,
         notification: Notification<'a>,
     ) -> impl Future<Output = MethodResponse> + Send + 'a {
-        self.inner.notification(notification)
+        // A WebSocket request whose `id` cannot be answered reaches us as a notification;
+        // the socket counted it, and it gets -32600 with `id: null` instead of silence.
+        let bad_id = notification
+            .extensions()
+            .get::<Connection>()
+            .filter(|connection| connection.0.take_bad_id());
+        match bad_id {
+            Some(connection) => {
+                connection.0.answer_produced();
+                Either::Left(std::future::ready(invalid_id()))
+            }
+            None => Either::Right(self.inner.notification(notification)),
+        }
     }
 }

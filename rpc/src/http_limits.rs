@@ -97,7 +97,13 @@ where
                 }
             } else {
                 // WebSocket upgrades (their messages are bounded by jsonrpsee and the
-                // socket), health checks, CORS preflights: nothing to read.
+                // socket, and their ids checked by the socket's `WsInspector`), health
+                // checks, CORS preflights: nothing to read.
+                if jsonrpsee_server::ws::is_upgrade_request(&request) {
+                    if let Some(connection) = request.extensions().get::<Connection>() {
+                        connection.0.upgrading_to_websocket();
+                    }
+                }
                 inner.oneshot(request).await
             };
             drop(guard);
@@ -207,7 +213,8 @@ pub(crate) fn check_ids(body: &[u8]) -> Result<(), String> {
     }
 }
 
-const ID_RULE: &str = "id must be a string, an integer in 0..=18446744073709551615 or null";
+pub(crate) const ID_RULE: &str =
+    "id must be a string, an integer in 0..=18446744073709551615 or null";
 
 /// A whole body: a request object or a batch.
 struct Body;

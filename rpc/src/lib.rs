@@ -46,6 +46,7 @@ pub mod server;
 mod socket;
 pub mod types;
 pub mod verify;
+mod ws_inspect;
 
 pub use backend::{Backend, BlockRef, DroppedTx, FinalizedEvent, KeyValue, StateRead, TxLookup};
 pub use client::{Client, ClientConfig, ClientError, HttpTransport, WsTransport};

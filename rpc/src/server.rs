@@ -406,6 +406,8 @@ pub async fn start<B: Backend>(
         header_timeout: millis(config.header_timeout_ms),
         idle_timeout,
         write_stall_timeout: millis(config.write_stall_timeout_ms),
+        ws_message_bytes_max: config.request_body_bytes_max,
+        batch_len_max: config.batch_len_max,
     };
     let connection_stop = stop.clone();
     let make_service = move || {

@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::ws_inspect::{Verdict, WsInspector};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The socket-level bounds, from [`crate::RpcServerConfig`].
@@ -43,6 +45,10 @@ pub(crate) struct SocketLimits {
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    /// Longest WebSocket message whose request ids are checked (`request_body_bytes_max`).
+    pub(crate) ws_message_bytes_max: u32,
+    /// `batch_len_max` (0: batches disabled), to tell which batches jsonrpsee refuses itself.
+    pub(crate) batch_len_max: u32,
 }
 
 /// What one connection is doing, shared by its socket, its HTTP requests and its calls: the
@@ -62,6 +68,13 @@ pub(crate) struct ConnectionLoad {
     unwritten_answers_max: u32,
     closed: AtomicBool,
     reader: Mutex<Option<Waker>>,
+    /// Set when the connection asked to become a WebSocket: from then on its socket inspects
+    /// the frames it reads ([`WsInspector`]).
+    websocket: AtomicBool,
+    /// WebSocket messages whose `id` cannot be answered, not yet answered with -32600.
+    bad_ids: AtomicU32,
+    /// WebSocket batches holding such an `id`, not yet refused with -32600.
+    bad_batches: AtomicU32,
 }
 
 /// The request extension through which HTTP middleware and RPC middleware find their
@@ -79,7 +92,37 @@ impl ConnectionLoad {
             unwritten_answers_max,
             closed: AtomicBool::new(false),
             reader: Mutex::new(None),
+            websocket: AtomicBool::new(false),
+            bad_ids: AtomicU32::new(0),
+            bad_batches: AtomicU32::new(0),
         }
+    }
+
+    /// The connection's request asks for a WebSocket upgrade: what it reads next are frames.
+    pub(crate) fn upgrading_to_websocket(&self) {
+        self.websocket.store(true, Ordering::Release);
+    }
+
+    fn found(&self, verdict: Verdict) {
+        let counter = match verdict {
+            Verdict::Fine => return,
+            Verdict::BadId => &self.bad_ids,
+            Verdict::BadBatch => &self.bad_batches,
+        };
+        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_add(1))
+        });
+    }
+
+    /// True (once per message counted) when a notification the middleware sees is in fact a
+    /// WebSocket request with an `id` JSON-RPC cannot answer: it is to be answered -32600.
+    pub(crate) fn take_bad_id(&self) -> bool {
+        take_one(&self.bad_ids)
+    }
+
+    /// Like [`ConnectionLoad::take_bad_id`], for a batch holding such an entry.
+    pub(crate) fn take_bad_batch(&self) -> bool {
+        take_one(&self.bad_batches)
     }
 
     /// Counts an answer about to be handed to the connection; closes the connection when too
@@ -143,6 +186,12 @@ impl ConnectionLoad {
     pub(crate) fn calls_max(&self) -> u32 {
         self.calls_max
     }
+}
+
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// An HTTP request being handled.
@@ -263,6 +312,9 @@ pub(crate) struct GuardedIo {
     stall: Option<Pin<Box<Sleep>>>,
     paused_reader: Option<Waker>,
     failed: Option<&'static str>,
+    ws_message_bytes_max: usize,
+    batch_len_max: usize,
+    inspector: Option<WsInspector>,
 }
 
 impl GuardedIo {
@@ -282,6 +334,27 @@ impl GuardedIo {
             stall: None,
             paused_reader: None,
             failed: None,
+            ws_message_bytes_max: limits.ws_message_bytes_max as usize,
+            batch_len_max: limits.batch_len_max as usize,
+            inspector: None,
+        }
+    }
+
+    /// Passes bytes just read from an upgraded connection through its [`WsInspector`].
+    fn inspect(&mut self, read: &[u8]) {
+        if self.inspector.is_none() {
+            if !self.load.websocket.load(Ordering::Acquire) {
+                return;
+            }
+            // The upgrade request was the last thing read: these are the first frames.
+            self.inspector = Some(WsInspector::new(
+                self.ws_message_bytes_max,
+                self.batch_len_max,
+            ));
+        }
+        if let Some(inspector) = self.inspector.as_mut() {
+            let load = &self.load;
+            inspector.feed(read, |verdict| load.found(verdict));
         }
     }
 
@@ -327,6 +400,7 @@ impl AsyncRead for GuardedIo {
                 if buf.filled().len() > before {
                     let deadline = Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
+                    this.inspect(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }

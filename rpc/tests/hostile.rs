@@ -328,6 +328,86 @@ async fn client_mistakes_get_the_json_rpc_error_the_spec_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mistakes_over_websocket_get_the_same_errors_as_over_http() {
+    let node = MockNode::new();
+    let (_server, addr) = serve(&node, hostile_config()).await;
+    let mut ws = websocket(ATTACKER, addr, None).await;
+
+    // Ids JSON-RPC cannot answer: -32600 with id null, one answer per request, never silence
+    // (jsonrpsee alone takes them for notifications and says nothing).
+    let ids = [
+        r#"{"a":1}"#,
+        "[1]",
+        "1.5",
+        "18446744073709551616",
+        "true",
+        "-3",
+    ];
+    let mut requests = Vec::new();
+    for id in ids {
+        requests.extend(ws_text_frame(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_status","params":[]}}"#
+        )));
+    }
+    ws.write_all(&requests).await.unwrap();
+    let answers = read_texts(&mut ws, ids.len(), Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), ids.len(), "{answers:?}");
+    for answer in &answers {
+        let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+        let error = expect_error(&response, i64::from(INVALID_REQUEST));
+        assert!(response["id"].is_null(), "{response}");
+        assert!(
+            error["message"].as_str().unwrap().contains("id must be"),
+            "{error}"
+        );
+    }
+
+    // A batch with one such entry is refused whole, with one error.
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"mesh_status"},{"jsonrpc":"2.0","id":false,"method":"mesh_status"}]"#;
+    ws.write_all(&ws_text_frame(batch)).await.unwrap();
+    let answers = read_texts(&mut ws, 1, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let response: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    expect_error(&response, i64::from(INVALID_REQUEST));
+    assert!(response["id"].is_null(), "{response}");
+
+    // The same mistake split over several frames, with a ping between them.
+    let message = r#"{"jsonrpc":"2.0","method":"mesh_status","params":[],"id":{"x":[]}}"#;
+    let mut split = Vec::new();
+    split.extend(ws_frame(0x1, false, &message.as_bytes()[..20]));
+    split.extend(ws_frame(0x9, true, b"hi"));
+    split.extend(ws_frame(0x0, true, &message.as_bytes()[20..]));
+    ws.write_all(&split).await.unwrap();
+    // The pong comes first (not a text), then the error.
+    let answers = read_texts(&mut ws, 1, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let response: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    expect_error(&response, i64::from(INVALID_REQUEST));
+
+    // A true notification (no id) is still not answered, and good ids still work: the next
+    // two answers are the two calls'.
+    let mut requests = ws_text_frame(r#"{"jsonrpc":"2.0","method":"mesh_status","params":[]}"#);
+    for id in [99, 100] {
+        requests.extend(ws_text_frame(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_status","params":[]}}"#
+        )));
+    }
+    ws.write_all(&requests).await.unwrap();
+    let answers = read_texts(&mut ws, 2, Duration::from_secs(20)).await;
+    let mut ids: Vec<u64> = answers
+        .iter()
+        .map(|answer| {
+            let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+            assert!(response["result"].is_object(), "{response}");
+            response["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [99, 100], "{answers:?}");
+    assert!(served(addr).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_params_are_refused_before_they_are_parsed() {
     let node = MockNode::new();
     let (_server, addr) = serve(&node, test_config()).await;
