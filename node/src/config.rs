@@ -94,6 +94,10 @@ const RPC_FIELDS: &[(&str, &str)] = &[
         "connection_buffer_messages",
         "rpc.connection_buffer_messages",
     ),
+    (
+        "connection_unwritten_bytes_max",
+        "rpc.connection_unwritten_bytes_max",
+    ),
     ("cors", "rpc.cors"),
     ("tx_bytes_max", "rpc.tx_bytes_max"),
     ("wait_default_ms", "rpc.wait_default_ms"),
@@ -389,6 +393,9 @@ calls_per_connection_max = {rpc_calls_max}
 subscriptions_per_connection_max = {rpc_subscriptions_max}
 # Messages buffered per WebSocket connection before sends wait.
 connection_buffer_messages = {rpc_buffer}
+# Most bytes of answers one connection may have waiting to be written; past it the client is
+# taken not to read and is closed. At least response_body_bytes_max.
+connection_unwritten_bytes_max = {rpc_unwritten_bytes}
 # Longest wait for a request's headers (ms).
 header_timeout_ms = {rpc_header_timeout}
 # Longest wait for a whole request body (ms); a body that never ends is answered 408.
@@ -489,6 +496,7 @@ max_clock_drift_ms = {drift}
             rpc_storage_queue = self.rpc.storage_queue_max,
             rpc_subscriptions_max = self.rpc.subscriptions_per_connection_max,
             rpc_buffer = self.rpc.connection_buffer_messages,
+            rpc_unwritten_bytes = self.rpc.connection_unwritten_bytes_max,
             rpc_cors = cors_toml(&self.rpc.cors),
             rpc_tx_max = self.rpc.tx_bytes_max,
             rpc_wait_default = self.rpc.wait_default_ms,

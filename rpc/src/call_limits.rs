@@ -95,9 +95,14 @@ where
             ))),
             Ok(guard) => {
                 let inner = Arc::clone(&self.inner);
+                let connection = request.extensions().get::<Connection>().cloned();
                 Either::Right(async move {
                     let response = inner.call(request).await;
                     drop(guard);
+                    // The answer now waits for its connection to write it: counted until then.
+                    if let Some(connection) = connection {
+                        connection.0.answer_bytes(response.as_json().get().len());
+                    }
                     response
                 })
             }
@@ -177,7 +182,11 @@ where
             if builder.is_empty() && got_notification {
                 MethodResponse::notification()
             } else {
-                MethodResponse::from_batch(builder.finish())
+                let response = MethodResponse::from_batch(builder.finish());
+                if let Some(connection) = extensions.get::<Connection>() {
+                    connection.0.answer_bytes(response.as_json().get().len());
+                }
+                response
             }
         }
     }

@@ -87,6 +87,13 @@ pub struct RpcServerConfig {
     pub subscriptions_per_connection_max: u32,
     /// Messages buffered per WebSocket connection before sends wait. Default 64.
     pub connection_buffer_messages: u32,
+    /// Most bytes of answers one connection may have waiting to be written (produced, not yet
+    /// taken by the client); past it the client is taken not to read and the connection is
+    /// closed. Bounds the memory a pipelining client that reads nothing holds with large
+    /// answers (full blocks, long key pages), where the count of unwritten answers alone lets
+    /// a thousand of them wait. Default 64 MiB; at least `response_body_bytes_max`, so one
+    /// answer of the largest size always fits.
+    pub connection_unwritten_bytes_max: u32,
     /// Longest wait for a request's headers, ms, from the connection's first byte or the end
     /// of the previous request. Default 10 s.
     pub header_timeout_ms: u64,
@@ -149,6 +156,7 @@ impl Default for RpcServerConfig {
             calls_per_connection_max: 64,
             subscriptions_per_connection_max: 64,
             connection_buffer_messages: 64,
+            connection_unwritten_bytes_max: 64 << 20,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
@@ -239,6 +247,12 @@ impl RpcServerConfig {
         }
         if self.connection_buffer_messages == 0 {
             return invalid("connection_buffer_messages", "must be at least 1");
+        }
+        if self.connection_unwritten_bytes_max < self.response_body_bytes_max {
+            return invalid(
+                "connection_unwritten_bytes_max",
+                "must be at least response_body_bytes_max",
+            );
         }
         for (field, ms) in [
             ("header_timeout_ms", self.header_timeout_ms),
@@ -403,6 +417,7 @@ pub async fn start<B: Backend>(
             .connection_buffer_messages
             .saturating_add(config.calls_per_connection_max)
             .saturating_add(UNWRITTEN_ANSWERS_BURST),
+        unwritten_bytes_max: u64::from(config.connection_unwritten_bytes_max),
         header_timeout: millis(config.header_timeout_ms),
         idle_timeout,
         write_stall_timeout: millis(config.write_stall_timeout_ms),

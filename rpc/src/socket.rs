@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -42,6 +42,9 @@ pub(crate) struct SocketLimits {
     /// Most answers a connection may have produced and not yet begun to write; past it the
     /// client is not reading and the connection is closed.
     pub(crate) unwritten_answers_max: u32,
+    /// Most bytes of answers a connection may have produced and the socket not yet written;
+    /// past it the client is not reading and the connection is closed.
+    pub(crate) unwritten_bytes_max: u64,
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
@@ -66,6 +69,8 @@ pub(crate) struct ConnectionLoad {
     calls_max: u32,
     unwritten_answers: AtomicU32,
     unwritten_answers_max: u32,
+    unwritten_bytes: AtomicU64,
+    unwritten_bytes_max: u64,
     closed: AtomicBool,
     reader: Mutex<Option<Waker>>,
     /// Set when the connection asked to become a WebSocket: from then on its socket inspects
@@ -83,13 +88,15 @@ pub(crate) struct ConnectionLoad {
 pub(crate) struct Connection(pub(crate) Arc<ConnectionLoad>);
 
 impl ConnectionLoad {
-    fn new(calls_max: u32, unwritten_answers_max: u32) -> ConnectionLoad {
+    fn new(limits: &SocketLimits) -> ConnectionLoad {
         ConnectionLoad {
             requests: AtomicU32::new(0),
             calls: AtomicU32::new(0),
-            calls_max,
+            calls_max: limits.calls_per_connection_max,
             unwritten_answers: AtomicU32::new(0),
-            unwritten_answers_max,
+            unwritten_answers_max: limits.unwritten_answers_max,
+            unwritten_bytes: AtomicU64::new(0),
+            unwritten_bytes_max: limits.unwritten_bytes_max,
             closed: AtomicBool::new(false),
             reader: Mutex::new(None),
             websocket: AtomicBool::new(false),
@@ -129,25 +136,54 @@ impl ConnectionLoad {
     /// many wait unwritten (the client does not read). True when the connection is closed.
     pub(crate) fn answer_produced(&self) -> bool {
         let unwritten = self.unwritten_answers.fetch_add(1, Ordering::AcqRel) + 1;
-        if unwritten > self.unwritten_answers_max && !self.closed.swap(true, Ordering::AcqRel) {
-            tracing::debug!(
-                unwritten,
-                "closing an RPC connection: the client does not read its answers"
-            );
-            let reader = self
-                .reader
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .take();
-            if let Some(reader) = reader {
-                reader.wake();
-            }
+        if unwritten > self.unwritten_answers_max {
+            self.close_unread("answers", u64::from(unwritten));
         }
         self.closed.load(Ordering::Acquire)
     }
 
-    fn wrote_bytes(&self) {
+    /// Counts the bytes of an answer just produced, before it is handed to the connection;
+    /// closes the connection when more than `unwritten_bytes_max` of them wait unwritten (the
+    /// client does not read, and each waiting answer holds its bytes in memory).
+    pub(crate) fn answer_bytes(&self, len: usize) {
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        let unwritten = self
+            .unwritten_bytes
+            .fetch_add(len, Ordering::AcqRel)
+            .saturating_add(len);
+        if unwritten > self.unwritten_bytes_max {
+            self.close_unread("bytes", unwritten);
+        }
+    }
+
+    /// Closes the connection of a client that does not read: its reader is woken and fails.
+    fn close_unread(&self, what: &'static str, unwritten: u64) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(
+            what,
+            unwritten,
+            "closing an RPC connection: the client does not read its answers"
+        );
+        let reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+
+    fn wrote_bytes(&self, written: usize) {
         self.unwritten_answers.store(0, Ordering::Release);
+        let written = u64::try_from(written).unwrap_or(u64::MAX);
+        let _ =
+            self.unwritten_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |unwritten| {
+                    Some(unwritten.saturating_sub(written))
+                });
     }
 
     fn is_closed(&self) -> bool {
@@ -436,8 +472,8 @@ impl AsyncWrite for GuardedIo {
         }
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(result) => {
-                if matches!(result, Ok(written) if written > 0) {
-                    this.load.wrote_bytes();
+                if let Ok(written @ 1..) = result {
+                    this.load.wrote_bytes(written);
                 }
                 this.wrote();
                 Poll::Ready(result)
@@ -507,10 +543,7 @@ pub(crate) async fn serve<S, F>(
             }
         };
         let _ = socket.set_nodelay(true);
-        let load = Arc::new(ConnectionLoad::new(
-            limits.calls_per_connection_max,
-            limits.unwritten_answers_max,
-        ));
+        let load = Arc::new(ConnectionLoad::new(&limits));
         let io = GuardedIo::new(socket, Arc::clone(&load), slot, &limits);
         tokio::spawn(serve_connection(
             io,

@@ -486,6 +486,62 @@ async fn a_client_that_pipelines_batches_and_never_reads_is_closed() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_large_reads_and_never_reads_is_closed() {
+    // A block of 32 puts of 16 KiB values: about 1 MiB of JSON with `full_txs`.
+    let node = MockNode::new();
+    {
+        let mut chain = node.chain.lock().unwrap();
+        for nonce in 0..32u64 {
+            let stx = put(&alice(), nonce, &nonce.to_be_bytes(), &[7u8; 16 * 1024]);
+            chain.mempool.insert(stx.hash(), stx);
+        }
+    }
+    let height = node.finalize();
+    assert_eq!(
+        node.chain.lock().unwrap().blocks[height as usize].txs.len(),
+        32
+    );
+    let config = RpcServerConfig {
+        // Every call runs, and the count of unwritten answers (64 + 1000 + 1024) and the
+        // write-stall timeout are far off: only the byte bound can close this client.
+        calls_per_connection_max: 1000,
+        write_stall_timeout_ms: 600_000,
+        idle_timeout_ms: 600_000,
+        response_body_bytes_max: 2 << 20,
+        connection_unwritten_bytes_max: 4 << 20,
+        ..hostile_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+
+    // 100 calls, 100 MiB of answers, pipelined on a WebSocket that reads none.
+    let mut ws = websocket(ATTACKER, addr, Some(4096)).await;
+    let request = ws_text_frame(&format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"mesh_getBlock","params":[{height},true]}}"#
+    ));
+    let flood = request.repeat(100);
+    // The server may stop reading (back-pressure) or close before taking them all.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ws.write_all(&flood)).await;
+    assert!(served(addr).await, "a normal client must be served");
+    // Still reading nothing, the client finds its connection closed by the server (a write
+    // fails). Bounded: 60 tries, one every 500 ms; without the byte bound nothing closes it
+    // for ten minutes.
+    let mut closed = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let write = tokio::time::timeout(Duration::from_secs(1), ws.write_all(&request)).await;
+        if let Ok(Err(_)) = write {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a client holding more than connection_unwritten_bytes_max of unread answers must be closed"
+    );
+    assert!(served(addr).await);
+}
+
 /// Pipelines up to 200,000 copies of `message` (one call or one batch) on a WebSocket with
 /// small buffers and reads no answer: the server must stop taking them long before (it stops
 /// reading, or closes the connection once more than its buffer and a burst of answers wait
