@@ -77,6 +77,8 @@ const RPC_FIELDS: &[(&str, &str)] = &[
     ("batch_len_max", "rpc.batch_len_max"),
     ("connections_max", "rpc.connections_max"),
     ("connections_per_ip_max", "rpc.connections_per_ip_max"),
+    ("calls_per_ip_per_second", "rpc.calls_per_ip_per_second"),
+    ("calls_per_ip_burst", "rpc.calls_per_ip_burst"),
     ("calls_per_connection_max", "rpc.calls_per_connection_max"),
     ("header_timeout_ms", "rpc.header_timeout_ms"),
     ("body_timeout_ms", "rpc.body_timeout_ms"),
@@ -386,6 +388,13 @@ connections_max = {rpc_connections_max}
 # 503 and closed. Unset: {per_ip_loopback} when listen_addr is a loopback address (local clients
 # share it), {per_ip_exposed} anywhere else.
 {rpc_per_ip_max}
+# Calls one IP address may make per second, all its connections together (a token bucket);
+# more are answered at once with code 1203 "busy" (what: "call_rate"). Unset:
+# {call_rate_loopback} when listen_addr is a loopback address, {call_rate_exposed} anywhere else.
+{rpc_call_rate}
+# Calls one address may make at once above that rate (the bucket's size; each call of a batch
+# counts). Unset: one second of the rate. At least batch_len_max.
+{rpc_call_burst}
 # Most calls running at once on one connection (pipelined WebSocket calls, HTTP/2 streams);
 # more are answered at once with code 1203 "busy". A batch's calls run concurrently within it.
 calls_per_connection_max = {rpc_calls_max}
@@ -483,6 +492,22 @@ max_clock_drift_ms = {drift}
                     self.rpc.effective_connections_per_ip_max()
                 ),
             },
+            rpc_call_rate = match self.rpc.calls_per_ip_per_second {
+                Some(rate) => format!("calls_per_ip_per_second = {rate}"),
+                None => format!(
+                    "# calls_per_ip_per_second = {}",
+                    self.rpc.effective_calls_per_ip_per_second()
+                ),
+            },
+            rpc_call_burst = match self.rpc.calls_per_ip_burst {
+                Some(burst) => format!("calls_per_ip_burst = {burst}"),
+                None => format!(
+                    "# calls_per_ip_burst = {}",
+                    self.rpc.effective_calls_per_ip_burst()
+                ),
+            },
+            call_rate_loopback = mesh_rpc::CALL_RATE_PER_IP_LOOPBACK,
+            call_rate_exposed = mesh_rpc::CALL_RATE_PER_IP_EXPOSED,
             per_ip_loopback = mesh_rpc::PER_IP_MAX_LOOPBACK,
             per_ip_exposed = mesh_rpc::PER_IP_MAX_EXPOSED,
             rpc_calls_max = self.rpc.calls_per_connection_max,

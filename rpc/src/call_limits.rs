@@ -1,7 +1,9 @@
 //! Per-connection call bounds, as jsonrpsee RPC middleware: at most `calls_per_connection_max`
 //! calls run at once on one connection (more are answered at once with code 1203 `busy`, so a
 //! pipelining client learns to slow down and nothing waits in memory), and the calls of a
-//! batch run concurrently within that bound rather than one after another.
+//! batch run concurrently within that bound rather than one after another. Every call, and
+//! each call of a batch, also takes a token of its address's bucket ([`CallRate`]); without
+//! one it is answered `busy` (`what: "call_rate"`) and not run.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use jsonrpsee_core::server::{BatchResponseBuilder, MethodResponse};
 use jsonrpsee_server::middleware::rpc::{Batch, BatchEntry, Notification, Request, RpcServiceT};
 use jsonrpsee_types::ErrorObjectOwned;
 
+use crate::call_rate::CallRate;
 use crate::error::{ApiError, INVALID_REQUEST};
 use crate::http_limits::ID_RULE;
 use crate::socket::{CallGuard, Connection};
@@ -21,14 +24,36 @@ use crate::socket::{CallGuard, Connection};
 pub(crate) struct CallLimits<S> {
     inner: Arc<S>,
     response_bytes_max: usize,
+    rate: Arc<CallRate>,
 }
 
 impl<S> CallLimits<S> {
-    pub(crate) fn new(inner: S, response_bytes_max: usize) -> CallLimits<S> {
+    pub(crate) fn new(inner: S, response_bytes_max: usize, rate: Arc<CallRate>) -> CallLimits<S> {
         CallLimits {
             inner: Arc::new(inner),
             response_bytes_max,
+            rate,
         }
+    }
+}
+
+fn over_rate(per_second: u32) -> ErrorObjectOwned {
+    ErrorObjectOwned::from(ApiError::Busy {
+        what: "call_rate".into(),
+        limit: u64::from(per_second),
+    })
+}
+
+/// Takes `calls` tokens of the connection's address; `Err` with the error when there are
+/// not enough. In-process calls (no connection) are not counted.
+fn take_rate(
+    rate: &CallRate,
+    extensions: &http::Extensions,
+    calls: usize,
+) -> Result<(), ErrorObjectOwned> {
+    match extensions.get::<Connection>() {
+        None => Ok(()),
+        Some(connection) => rate.take(connection.0.ip(), calls).map_err(over_rate),
     }
 }
 
@@ -88,6 +113,9 @@ where
                 busy(limit),
             )));
         }
+        if let Err(error) = take_rate(&self.rate, request.extensions(), 1) {
+            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+        }
         match start_call(request.extensions()) {
             Err(limit) => Either::Left(std::future::ready(MethodResponse::error(
                 request.id,
@@ -131,6 +159,7 @@ where
                 .is_some_and(|connection| connection.0.take_bad_batch());
         let inner = Arc::clone(&self.inner);
         let response_bytes_max = self.response_bytes_max;
+        let rate = Arc::clone(&self.rate);
         async move {
             if refused {
                 return invalid_id();
@@ -149,6 +178,14 @@ where
                 Some(connection) => connection.0.calls_max() as usize,
                 None => 1,
             };
+            // Each call of the batch takes a token; short of them the batch is refused whole.
+            let call_count = entries
+                .iter()
+                .filter(|entry| matches!(entry, Ok(BatchEntry::Call(_))))
+                .count();
+            if let Err(error) = take_rate(&rate, &extensions, call_count) {
+                return MethodResponse::error(jsonrpsee_types::Id::Null, error);
+            }
             let _guard = match start_call(&extensions) {
                 Ok(guard) => guard,
                 Err(limit) => return MethodResponse::error(jsonrpsee_types::Id::Null, busy(limit)),

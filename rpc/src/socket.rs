@@ -64,6 +64,7 @@ pub(crate) struct SocketLimits {
 /// answers the connection is closed: every waiting task then ends.
 #[derive(Debug)]
 pub(crate) struct ConnectionLoad {
+    ip: IpAddr,
     requests: AtomicU32,
     calls: AtomicU32,
     calls_max: u32,
@@ -88,8 +89,9 @@ pub(crate) struct ConnectionLoad {
 pub(crate) struct Connection(pub(crate) Arc<ConnectionLoad>);
 
 impl ConnectionLoad {
-    fn new(limits: &SocketLimits) -> ConnectionLoad {
+    fn new(ip: IpAddr, limits: &SocketLimits) -> ConnectionLoad {
         ConnectionLoad {
+            ip,
             requests: AtomicU32::new(0),
             calls: AtomicU32::new(0),
             calls_max: limits.calls_per_connection_max,
@@ -221,6 +223,11 @@ impl ConnectionLoad {
     /// The most calls that may run at once.
     pub(crate) fn calls_max(&self) -> u32 {
         self.calls_max
+    }
+
+    /// The client's IP address.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
     }
 }
 
@@ -543,7 +550,7 @@ pub(crate) async fn serve<S, F>(
             }
         };
         let _ = socket.set_nodelay(true);
-        let load = Arc::new(ConnectionLoad::new(&limits));
+        let load = Arc::new(ConnectionLoad::new(remote.ip(), &limits));
         let io = GuardedIo::new(socket, Arc::clone(&load), slot, &limits);
         tokio::spawn(serve_connection(
             io,

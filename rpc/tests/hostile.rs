@@ -471,6 +471,60 @@ async fn a_pipelined_flood_on_one_websocket_is_answered_busy_past_its_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_an_address_rate_are_answered_busy_and_other_addresses_are_served() {
+    let node = MockNode::new();
+    let config = RpcServerConfig {
+        // One call a second, five at once; the per-connection bound out of the way.
+        calls_per_ip_per_second: Some(1),
+        calls_per_ip_burst: Some(5),
+        batch_len_max: 5,
+        calls_per_connection_max: 100,
+        ..hostile_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+
+    // 40 calls pipelined on one WebSocket: the burst is served, the rest answered `busy`
+    // (`call_rate`) at once. Up to 10 may pass should the machine stall for 5 s meanwhile.
+    let mut ws = websocket(ATTACKER, addr, None).await;
+    let mut flood = Vec::new();
+    for id in 0..40 {
+        flood.extend(ws_text_frame(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_status","params":[]}}"#
+        )));
+    }
+    ws.write_all(&flood).await.unwrap();
+    let answers = read_texts(&mut ws, 40, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 40, "{answers:?}");
+    let mut served_calls = 0;
+    for answer in &answers {
+        let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+        if response["result"].is_object() {
+            served_calls += 1;
+        } else {
+            let error = expect_error(&response, i64::from(BUSY));
+            assert_eq!(error["data"]["what"], "call_rate", "{error}");
+            assert_eq!(error["data"]["limit"], 1, "{error}");
+        }
+    }
+    assert!((5..=10).contains(&served_calls), "{served_calls} served");
+
+    // A batch from the same address takes one token per call: refused whole, one error.
+    let batch = format!(
+        "[{}]",
+        [r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#; 5].join(",")
+    );
+    ws.write_all(&ws_text_frame(&batch)).await.unwrap();
+    let answers = read_texts(&mut ws, 1, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let response: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    let error = expect_error(&response, i64::from(BUSY));
+    assert_eq!(error["data"]["what"], "call_rate", "{error}");
+
+    // Another address has its own bucket.
+    assert!(served(addr).await, "a normal client must be served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_and_others_are_served() {
     never_reading_client_is_closed(
         r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#,
