@@ -84,6 +84,7 @@ const RPC_FIELDS: &[(&str, &str)] = &[
     ("body_timeout_ms", "rpc.body_timeout_ms"),
     ("idle_timeout_ms", "rpc.idle_timeout_ms"),
     ("write_stall_timeout_ms", "rpc.write_stall_timeout_ms"),
+    ("large_requests_max", "rpc.large_requests_max"),
     ("admission_threads", "rpc.admission_threads"),
     ("admission_queue_max", "rpc.admission_queue_max"),
     ("storage_reads_max", "rpc.storage_reads_max"),
@@ -415,6 +416,9 @@ idle_timeout_ms = {rpc_idle_timeout}
 # A connection that reads nothing the server writes for this long is closed (ms); while a
 # write waits, nothing more is read from it.
 write_stall_timeout_ms = {rpc_write_stall}
+# Request bodies over 256 KiB handled at once, server-wide (parsing megabytes of JSON takes
+# the async workers); one arriving while all are taken is answered 503 with 1203 "busy".
+large_requests_max = {rpc_large_requests}
 # Threads checking submitted transactions (size, chain, fee, signature) off the consensus
 # path, and submissions that may wait for them; more are answered 1203 "busy".
 admission_threads = {rpc_admission_threads}
@@ -515,6 +519,7 @@ max_clock_drift_ms = {drift}
             rpc_body_timeout = self.rpc.body_timeout_ms,
             rpc_idle_timeout = self.rpc.idle_timeout_ms,
             rpc_write_stall = self.rpc.write_stall_timeout_ms,
+            rpc_large_requests = self.rpc.large_requests_max,
             rpc_admission_threads = self.rpc.admission_threads,
             rpc_admission_queue = self.rpc.admission_queue_max,
             rpc_storage_reads = self.rpc.storage_reads_max,

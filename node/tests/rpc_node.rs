@@ -653,6 +653,7 @@ ready_peers_min = 0
             "rpc.calls_per_ip_per_second",
         ),
         ("[rpc]\ncalls_per_ip_burst = 10", "rpc.calls_per_ip_burst"),
+        ("[rpc]\nlarge_requests_max = 0", "rpc.large_requests_max"),
         (
             "[rpc]\nconnection_unwritten_bytes_max = 1024",
             "rpc.connection_unwritten_bytes_max",

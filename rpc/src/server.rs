@@ -127,6 +127,11 @@ pub struct RpcServerConfig {
     /// A connection that takes none of the bytes the server writes for this long is closed,
     /// ms; while a write waits, nothing more is read from it. Default 20 s.
     pub write_stall_timeout_ms: u64,
+    /// Request bodies of more than 256 KiB (`LARGE_REQUEST_BYTES`) handled at once, server-wide:
+    /// parsing megabytes of JSON runs on the async workers every client and the consensus
+    /// driver share. A large body arriving while all are taken is answered `503` with code 1203
+    /// `busy` (`what: "large_requests"`). Default 1.
+    pub large_requests_max: u32,
     /// Threads checking submitted transactions (stateless checks and signature) off the
     /// consensus path. Default 2.
     pub admission_threads: u32,
@@ -183,6 +188,7 @@ impl Default for RpcServerConfig {
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             write_stall_timeout_ms: 20_000,
+            large_requests_max: 1,
             admission_threads: 2,
             admission_queue_max: 1024,
             storage_reads_max: 16,
@@ -316,6 +322,7 @@ impl RpcServerConfig {
             return invalid("idle_timeout_ms", "must be at least 1000");
         }
         for (field, count) in [
+            ("large_requests_max", self.large_requests_max),
             ("admission_threads", self.admission_threads),
             ("admission_queue_max", self.admission_queue_max),
             ("storage_reads_max", self.storage_reads_max),
@@ -439,6 +446,7 @@ pub async fn start<B: Backend>(
         .layer(RequestLimitsLayer::new(
             config.request_body_bytes_max,
             millis(config.body_timeout_ms),
+            config.large_requests_max,
         ));
     let response_bytes_max = config.response_body_bytes_max as usize;
     let rate = Arc::new(CallRate::new(

@@ -1,6 +1,8 @@
 //! Hostile clients against the server's socket, connection and call bounds (issue 21): idle
 //! connections past the caps, a never-ending chunked body, a half-open WebSocket, a pipelined
-//! flood on one WebSocket, a client that never reads, oversized params and client mistakes.
+//! flood on one WebSocket, a client that never reads (small answers, batches, large answers),
+//! calls past an address's rate, large bodies, oversized params and client mistakes over HTTP
+//! and WebSocket.
 //! Each asserts what the attacker gets and that a normal client on another connection (from
 //! another address: 127.0.0.1, while attackers use 127.0.0.2 and 127.0.0.3) is still served.
 //! Every loop is bounded in count and time; no assertion is on a duration.
@@ -522,6 +524,58 @@ async fn calls_past_an_address_rate_are_answered_busy_and_other_addresses_are_se
 
     // Another address has its own bucket.
     assert!(served(addr).await, "a normal client must be served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_handled_one_at_a_time_and_small_ones_meanwhile() {
+    let node = MockNode::new();
+    let config = RpcServerConfig {
+        large_requests_max: 1,
+        ..test_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+    // JSON may carry any amount of whitespace: 300 KB of it makes a body large.
+    let padding = " ".repeat(300_000);
+    let tx = hex_of(&transfer(&alice(), 0, &bob(), 1));
+
+    // A large body whose call waits (until the next block) holds the one permit: once its
+    // transaction is in the pool, its call runs (bounded: 100 looks, 50 ms apart).
+    let waiting = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"mesh_sendTransactionAndWait","params":["{tx}",30000]}}{padding}"#
+    );
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(post(&waiting).as_bytes()).await.unwrap();
+    for _ in 0..100 {
+        if !node.chain.lock().unwrap().mempool.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        node.chain.lock().unwrap().mempool.len(),
+        1,
+        "the first call must run"
+    );
+    // So another large body is answered 503 `busy` at once (`large_requests`).
+    let status =
+        format!(r#"{{"jsonrpc":"2.0","id":2,"method":"mesh_status","params":[]}}{padding}"#);
+    let (code, body) = exchange(addr, post(&status)).await.expect("an answer");
+    assert_eq!(code, 503, "{body}");
+    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = expect_error(&response, i64::from(BUSY));
+    assert_eq!(error["data"]["what"], "large_requests", "{error}");
+    assert!(response["id"].is_null(), "{response}");
+    // A small body is served meanwhile.
+    assert!(served(addr).await, "a normal client must be served");
+
+    // The block comes: the first gets its receipt, and large bodies are served again.
+    node.finalize();
+    let (text, _) = read_until_closed(&mut first, Duration::from_secs(30)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"result\""), "{text}");
+    let (status_code, text) = exchange(addr, post(&status)).await.expect("an answer");
+    assert_eq!(status_code, 200, "{text}");
+    assert!(text.contains("finalized_height"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
