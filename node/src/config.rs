@@ -77,11 +77,14 @@ const RPC_FIELDS: &[(&str, &str)] = &[
     ("batch_len_max", "rpc.batch_len_max"),
     ("connections_max", "rpc.connections_max"),
     ("connections_per_ip_max", "rpc.connections_per_ip_max"),
+    ("calls_per_ip_per_second", "rpc.calls_per_ip_per_second"),
+    ("calls_per_ip_burst", "rpc.calls_per_ip_burst"),
     ("calls_per_connection_max", "rpc.calls_per_connection_max"),
     ("header_timeout_ms", "rpc.header_timeout_ms"),
     ("body_timeout_ms", "rpc.body_timeout_ms"),
     ("idle_timeout_ms", "rpc.idle_timeout_ms"),
     ("write_stall_timeout_ms", "rpc.write_stall_timeout_ms"),
+    ("large_requests_max", "rpc.large_requests_max"),
     ("admission_threads", "rpc.admission_threads"),
     ("admission_queue_max", "rpc.admission_queue_max"),
     ("storage_reads_max", "rpc.storage_reads_max"),
@@ -93,6 +96,10 @@ const RPC_FIELDS: &[(&str, &str)] = &[
     (
         "connection_buffer_messages",
         "rpc.connection_buffer_messages",
+    ),
+    (
+        "connection_unwritten_bytes_max",
+        "rpc.connection_unwritten_bytes_max",
     ),
     ("cors", "rpc.cors"),
     ("tx_bytes_max", "rpc.tx_bytes_max"),
@@ -382,6 +389,13 @@ connections_max = {rpc_connections_max}
 # 503 and closed. Unset: {per_ip_loopback} when listen_addr is a loopback address (local clients
 # share it), {per_ip_exposed} anywhere else.
 {rpc_per_ip_max}
+# Calls one IP address may make per second, all its connections together (a token bucket);
+# more are answered at once with code 1203 "busy" (what: "call_rate"). Unset:
+# {call_rate_loopback} when listen_addr is a loopback address, {call_rate_exposed} anywhere else.
+{rpc_call_rate}
+# Calls one address may make at once above that rate (the bucket's size; each call of a batch
+# counts). Unset: one second of the rate. At least batch_len_max.
+{rpc_call_burst}
 # Most calls running at once on one connection (pipelined WebSocket calls, HTTP/2 streams);
 # more are answered at once with code 1203 "busy". A batch's calls run concurrently within it.
 calls_per_connection_max = {rpc_calls_max}
@@ -389,6 +403,9 @@ calls_per_connection_max = {rpc_calls_max}
 subscriptions_per_connection_max = {rpc_subscriptions_max}
 # Messages buffered per WebSocket connection before sends wait.
 connection_buffer_messages = {rpc_buffer}
+# Most bytes of answers one connection may have waiting to be written; past it the client is
+# taken not to read and is closed. At least response_body_bytes_max.
+connection_unwritten_bytes_max = {rpc_unwritten_bytes}
 # Longest wait for a request's headers (ms).
 header_timeout_ms = {rpc_header_timeout}
 # Longest wait for a whole request body (ms); a body that never ends is answered 408.
@@ -399,6 +416,9 @@ idle_timeout_ms = {rpc_idle_timeout}
 # A connection that reads nothing the server writes for this long is closed (ms); while a
 # write waits, nothing more is read from it.
 write_stall_timeout_ms = {rpc_write_stall}
+# Request bodies over 256 KiB handled at once, server-wide (parsing megabytes of JSON takes
+# the async workers); one arriving while all are taken is answered 503 with 1203 "busy".
+large_requests_max = {rpc_large_requests}
 # Threads checking submitted transactions (size, chain, fee, signature) off the consensus
 # path, and submissions that may wait for them; more are answered 1203 "busy".
 admission_threads = {rpc_admission_threads}
@@ -476,6 +496,22 @@ max_clock_drift_ms = {drift}
                     self.rpc.effective_connections_per_ip_max()
                 ),
             },
+            rpc_call_rate = match self.rpc.calls_per_ip_per_second {
+                Some(rate) => format!("calls_per_ip_per_second = {rate}"),
+                None => format!(
+                    "# calls_per_ip_per_second = {}",
+                    self.rpc.effective_calls_per_ip_per_second()
+                ),
+            },
+            rpc_call_burst = match self.rpc.calls_per_ip_burst {
+                Some(burst) => format!("calls_per_ip_burst = {burst}"),
+                None => format!(
+                    "# calls_per_ip_burst = {}",
+                    self.rpc.effective_calls_per_ip_burst()
+                ),
+            },
+            call_rate_loopback = mesh_rpc::CALL_RATE_PER_IP_LOOPBACK,
+            call_rate_exposed = mesh_rpc::CALL_RATE_PER_IP_EXPOSED,
             per_ip_loopback = mesh_rpc::PER_IP_MAX_LOOPBACK,
             per_ip_exposed = mesh_rpc::PER_IP_MAX_EXPOSED,
             rpc_calls_max = self.rpc.calls_per_connection_max,
@@ -483,12 +519,14 @@ max_clock_drift_ms = {drift}
             rpc_body_timeout = self.rpc.body_timeout_ms,
             rpc_idle_timeout = self.rpc.idle_timeout_ms,
             rpc_write_stall = self.rpc.write_stall_timeout_ms,
+            rpc_large_requests = self.rpc.large_requests_max,
             rpc_admission_threads = self.rpc.admission_threads,
             rpc_admission_queue = self.rpc.admission_queue_max,
             rpc_storage_reads = self.rpc.storage_reads_max,
             rpc_storage_queue = self.rpc.storage_queue_max,
             rpc_subscriptions_max = self.rpc.subscriptions_per_connection_max,
             rpc_buffer = self.rpc.connection_buffer_messages,
+            rpc_unwritten_bytes = self.rpc.connection_unwritten_bytes_max,
             rpc_cors = cors_toml(&self.rpc.cors),
             rpc_tx_max = self.rpc.tx_bytes_max,
             rpc_wait_default = self.rpc.wait_default_ms,

@@ -19,7 +19,7 @@ use mesh_node::service::{self, RunningNode};
 use mesh_rpc::types::{NodeRole, ReadOptions, TxStatus};
 use mesh_rpc::{
     ApiError, BlockRef, Client, ClientConfig, ClientError, HttpTransport, TrustAnchor,
-    PER_IP_MAX_EXPOSED, PER_IP_MAX_LOOPBACK,
+    CALL_RATE_PER_IP_EXPOSED, CALL_RATE_PER_IP_LOOPBACK, PER_IP_MAX_EXPOSED, PER_IP_MAX_LOOPBACK,
 };
 use tokio::time::{sleep, Instant};
 
@@ -616,6 +616,28 @@ ready_peers_min = 0
     assert!(exposed_config
         .to_documented_toml()
         .contains("\n# connections_per_ip_max = 16\n"));
+    // So is the per-address call rate, and its burst follows it unless set.
+    assert!(documented.contains("\n# calls_per_ip_per_second = 100000\n"));
+    assert_eq!(
+        loopback.effective_calls_per_ip_per_second(),
+        CALL_RATE_PER_IP_LOOPBACK
+    );
+    assert_eq!(
+        exposed_config.rpc.effective_calls_per_ip_per_second(),
+        CALL_RATE_PER_IP_EXPOSED
+    );
+    assert_eq!(
+        exposed_config.rpc.effective_calls_per_ip_burst(),
+        CALL_RATE_PER_IP_EXPOSED
+    );
+    const { assert!(CALL_RATE_PER_IP_EXPOSED < CALL_RATE_PER_IP_LOOPBACK) };
+    assert!(exposed_config
+        .to_documented_toml()
+        .contains("\n# calls_per_ip_per_second = 1000\n"));
+    let chosen =
+        parsed("[rpc]\nlisten_addr = \"0.0.0.0:30401\"\ncalls_per_ip_per_second = 50\ncalls_per_ip_burst = 200");
+    assert_eq!(chosen.effective_calls_per_ip_per_second(), 50);
+    assert_eq!(chosen.effective_calls_per_ip_burst(), 200);
 
     let err = |toml: &str| Config::parse(toml, "config.toml").unwrap_err().to_string();
     assert!(err("[rpc]\nsurprise = 1").contains("surprise"));
@@ -631,6 +653,16 @@ ready_peers_min = 0
         (
             "[rpc]\nconnections_per_ip_max = 0",
             "rpc.connections_per_ip_max",
+        ),
+        (
+            "[rpc]\ncalls_per_ip_per_second = 0",
+            "rpc.calls_per_ip_per_second",
+        ),
+        ("[rpc]\ncalls_per_ip_burst = 10", "rpc.calls_per_ip_burst"),
+        ("[rpc]\nlarge_requests_max = 0", "rpc.large_requests_max"),
+        (
+            "[rpc]\nconnection_unwritten_bytes_max = 1024",
+            "rpc.connection_unwritten_bytes_max",
         ),
         (
             "[rpc]\ncalls_per_connection_max = 0",

@@ -1,7 +1,9 @@
 //! Per-connection call bounds, as jsonrpsee RPC middleware: at most `calls_per_connection_max`
 //! calls run at once on one connection (more are answered at once with code 1203 `busy`, so a
 //! pipelining client learns to slow down and nothing waits in memory), and the calls of a
-//! batch run concurrently within that bound rather than one after another.
+//! batch run concurrently within that bound rather than one after another. Every call, and
+//! each call of a batch, also takes a token of its address's bucket ([`CallRate`]); without
+//! one it is answered `busy` (`what: "call_rate"`) and not run.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +14,9 @@ use jsonrpsee_core::server::{BatchResponseBuilder, MethodResponse};
 use jsonrpsee_server::middleware::rpc::{Batch, BatchEntry, Notification, Request, RpcServiceT};
 use jsonrpsee_types::ErrorObjectOwned;
 
-use crate::error::ApiError;
+use crate::call_rate::CallRate;
+use crate::error::{ApiError, INVALID_REQUEST};
+use crate::http_limits::ID_RULE;
 use crate::socket::{CallGuard, Connection};
 
 /// Wraps jsonrpsee's RPC service.
@@ -20,15 +24,46 @@ use crate::socket::{CallGuard, Connection};
 pub(crate) struct CallLimits<S> {
     inner: Arc<S>,
     response_bytes_max: usize,
+    rate: Arc<CallRate>,
 }
 
 impl<S> CallLimits<S> {
-    pub(crate) fn new(inner: S, response_bytes_max: usize) -> CallLimits<S> {
+    pub(crate) fn new(inner: S, response_bytes_max: usize, rate: Arc<CallRate>) -> CallLimits<S> {
         CallLimits {
             inner: Arc::new(inner),
             response_bytes_max,
+            rate,
         }
     }
+}
+
+fn over_rate(per_second: u32) -> ErrorObjectOwned {
+    ErrorObjectOwned::from(ApiError::Busy {
+        what: "call_rate".into(),
+        limit: u64::from(per_second),
+    })
+}
+
+/// Takes `calls` tokens of the connection's address; `Err` with the error when there are
+/// not enough. In-process calls (no connection) are not counted.
+fn take_rate(
+    rate: &CallRate,
+    extensions: &http::Extensions,
+    calls: usize,
+) -> Result<(), ErrorObjectOwned> {
+    match extensions.get::<Connection>() {
+        None => Ok(()),
+        Some(connection) => rate.take(connection.0.ip(), calls).map_err(over_rate),
+    }
+}
+
+/// The answer to a WebSocket request, or batch, whose `id` JSON-RPC cannot answer (the
+/// socket's `WsInspector` counted it), as HTTP gives it.
+fn invalid_id() -> MethodResponse {
+    MethodResponse::error(
+        jsonrpsee_types::Id::Null,
+        ErrorObjectOwned::owned(INVALID_REQUEST, ID_RULE, None::<()>),
+    )
 }
 
 fn busy(limit: u32) -> ErrorObjectOwned {
@@ -78,6 +113,9 @@ where
                 busy(limit),
             )));
         }
+        if let Err(error) = take_rate(&self.rate, request.extensions(), 1) {
+            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+        }
         match start_call(request.extensions()) {
             Err(limit) => Either::Left(std::future::ready(MethodResponse::error(
                 request.id,
@@ -85,9 +123,14 @@ where
             ))),
             Ok(guard) => {
                 let inner = Arc::clone(&self.inner);
+                let connection = request.extensions().get::<Connection>().cloned();
                 Either::Right(async move {
                     let response = inner.call(request).await;
                     drop(guard);
+                    // The answer now waits for its connection to write it: counted until then.
+                    if let Some(connection) = connection {
+                        connection.0.answer_bytes(response.as_json().get().len());
+                    }
                     response
                 })
             }
@@ -103,9 +146,24 @@ where
             .and_then(|entry| entry.extensions().get::<Connection>())
             .filter(|connection| connection.0.answer_produced())
             .map(|connection| connection.0.calls_max());
+        // A batch the socket found an unanswerable `id` in: refused whole, as over HTTP. Such
+        // an entry reached us as a notification (or an invalid entry), so only a batch holding
+        // one may be the one counted.
+        let refused = batch
+            .iter()
+            .any(|entry| matches!(entry, Err(_) | Ok(BatchEntry::Notification(_))))
+            && batch
+                .iter()
+                .find_map(|entry| entry.as_ref().ok())
+                .and_then(|entry| entry.extensions().get::<Connection>())
+                .is_some_and(|connection| connection.0.take_bad_batch());
         let inner = Arc::clone(&self.inner);
         let response_bytes_max = self.response_bytes_max;
+        let rate = Arc::clone(&self.rate);
         async move {
+            if refused {
+                return invalid_id();
+            }
             if let Some(limit) = closed {
                 return MethodResponse::error(jsonrpsee_types::Id::Null, busy(limit));
             }
@@ -120,6 +178,14 @@ where
                 Some(connection) => connection.0.calls_max() as usize,
                 None => 1,
             };
+            // Each call of the batch takes a token; short of them the batch is refused whole.
+            let call_count = entries
+                .iter()
+                .filter(|entry| matches!(entry, Ok(BatchEntry::Call(_))))
+                .count();
+            if let Err(error) = take_rate(&rate, &extensions, call_count) {
+                return MethodResponse::error(jsonrpsee_types::Id::Null, error);
+            }
             let _guard = match start_call(&extensions) {
                 Ok(guard) => guard,
                 Err(limit) => return MethodResponse::error(jsonrpsee_types::Id::Null, busy(limit)),
@@ -153,7 +219,11 @@ where
             if builder.is_empty() && got_notification {
                 MethodResponse::notification()
             } else {
-                MethodResponse::from_batch(builder.finish())
+                let response = MethodResponse::from_batch(builder.finish());
+                if let Some(connection) = extensions.get::<Connection>() {
+                    connection.0.answer_bytes(response.as_json().get().len());
+                }
+                response
             }
         }
     }
@@ -162,6 +232,18 @@ where
         &self,
         notification: Notification<'a>,
     ) -> impl Future<Output = MethodResponse> + Send + 'a {
-        self.inner.notification(notification)
+        // A WebSocket request whose `id` cannot be answered reaches us as a notification;
+        // the socket counted it, and it gets -32600 with `id: null` instead of silence.
+        let bad_id = notification
+            .extensions()
+            .get::<Connection>()
+            .filter(|connection| connection.0.take_bad_id());
+        match bad_id {
+            Some(connection) => {
+                connection.0.answer_produced();
+                Either::Left(std::future::ready(invalid_id()))
+            }
+            None => Either::Right(self.inner.notification(notification)),
+        }
     }
 }

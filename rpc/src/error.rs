@@ -237,7 +237,8 @@ pub enum ApiError {
     /// A bound of the server is reached; nothing was done. Retry later or send fewer at once.
     #[error("server busy: {what} is at its limit of {limit}")]
     Busy {
-        /// Which bound: `calls_per_connection`, `admission_queue`, `storage_queue`.
+        /// Which bound: `calls_per_connection`, `call_rate` (calls per second of the client's
+        /// address; `limit` is the rate), `admission_queue`, `storage_queue`.
         what: String,
         /// The bound.
         limit: u64,

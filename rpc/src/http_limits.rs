@@ -14,9 +14,17 @@
 //!
 //! The framing refusals close the connection (`Connection: close`): the rest of the body is
 //! not read.
+//!
+//! A body of more than [`LARGE_REQUEST_BYTES`] is handled (ids checked, parsed by jsonrpsee,
+//! its calls run) only while it holds one of the server's `large_requests_max` permits; when
+//! none is free it is answered at once `503` with `busy` (1203, `what: "large_requests"`).
+//! Parsing megabytes of JSON is CPU on the async workers that also serve every other client
+//! and the node's consensus driver: a few clients sending 4 MB bodies in a loop must not take
+//! all of them.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,25 +32,39 @@ use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use jsonrpsee_server::{HttpBody, HttpRequest, HttpResponse};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::error::{INVALID_REQUEST, OVERSIZED_REQUEST};
+use crate::error::{ApiError, INVALID_REQUEST, OVERSIZED_REQUEST};
 use crate::socket::Connection;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Bodies longer than this are large: handled only with a permit of `large_requests_max`.
+/// A normal call, a transaction of the chain's default 16,896-byte limit (34 KB of hex) or a
+/// bench's batch of a hundred transfers is far below it.
+pub(crate) const LARGE_REQUEST_BYTES: usize = 256 * 1024;
+
 /// Reads and checks every JSON-RPC POST body before passing it on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RequestLimitsLayer {
     body_bytes_max: u32,
     body_timeout: Duration,
+    large: Arc<Semaphore>,
+    large_max: u32,
 }
 
 impl RequestLimitsLayer {
-    pub(crate) fn new(body_bytes_max: u32, body_timeout: Duration) -> RequestLimitsLayer {
+    pub(crate) fn new(
+        body_bytes_max: u32,
+        body_timeout: Duration,
+        large_requests_max: u32,
+    ) -> RequestLimitsLayer {
         RequestLimitsLayer {
             body_bytes_max,
             body_timeout,
+            large: Arc::new(Semaphore::new(large_requests_max as usize)),
+            large_max: large_requests_max,
         }
     }
 }
@@ -52,7 +74,7 @@ impl<S> Layer<S> for RequestLimitsLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         RequestLimits {
-            limits: *self,
+            limits: self.clone(),
             inner,
         }
     }
@@ -88,16 +110,23 @@ where
         // Take the service that was driven to readiness, leave a clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let limits = self.limits;
+        let limits = self.limits.clone();
         Box::pin(async move {
             let response = if request.method() == Method::POST {
-                match read_checked(request, limits).await {
-                    Ok(request) => inner.oneshot(request).await,
+                match read_checked(request, &limits).await {
+                    // Held until the answer is made: parsing and running a large body.
+                    Ok((request, _large_permit)) => inner.oneshot(request).await,
                     Err(refusal) => Ok(refusal),
                 }
             } else {
                 // WebSocket upgrades (their messages are bounded by jsonrpsee and the
-                // socket), health checks, CORS preflights: nothing to read.
+                // socket, and their ids checked by the socket's `WsInspector`), health
+                // checks, CORS preflights: nothing to read.
+                if jsonrpsee_server::ws::is_upgrade_request(&request) {
+                    if let Some(connection) = request.extensions().get::<Connection>() {
+                        connection.0.upgrading_to_websocket();
+                    }
+                }
                 inner.oneshot(request).await
             };
             drop(guard);
@@ -106,11 +135,12 @@ where
     }
 }
 
-/// The request with its body read whole and checked, or the answer refusing it.
+/// The request with its body read whole and checked (and, for a large body, the permit it
+/// holds while it is handled), or the answer refusing it.
 async fn read_checked(
     request: HttpRequest,
-    limits: RequestLimitsLayer,
-) -> Result<HttpRequest, HttpResponse> {
+    limits: &RequestLimitsLayer,
+) -> Result<(HttpRequest, Option<tokio::sync::OwnedSemaphorePermit>), HttpResponse> {
     let max = limits.body_bytes_max;
     // With `Transfer-Encoding` hyper has already dropped `Content-Length` (RFC 9112 §6.3: the
     // chunked coding wins) and will close the connection after this request; a body that is
@@ -157,13 +187,44 @@ async fn read_checked(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    let permit = if bytes.len() > LARGE_REQUEST_BYTES {
+        match Arc::clone(&limits.large).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return Err(busy_large(limits.large_max)),
+        }
+    } else {
+        None
+    };
     if let Err(reason) = check_ids(&bytes) {
         return Err(refusal(StatusCode::OK, INVALID_REQUEST, &reason, false));
     }
-    Ok(HttpRequest::from_parts(
-        parts,
-        HttpBody::new(Full::new(bytes)),
+    Ok((
+        HttpRequest::from_parts(parts, HttpBody::new(Full::new(bytes))),
+        permit,
     ))
+}
+
+/// `503` with `busy` (`large_requests`): every permit for large bodies is taken.
+fn busy_large(max: u32) -> HttpResponse {
+    let error = ApiError::Busy {
+        what: "large_requests".into(),
+        limit: u64::from(max),
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "error": jsonrpsee_types::ErrorObjectOwned::from(error),
+        "id": null,
+    })
+    .to_string();
+    let mut response = HttpResponse::new(HttpBody::from(body));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn too_large(max: u32) -> HttpResponse {
@@ -207,7 +268,8 @@ pub(crate) fn check_ids(body: &[u8]) -> Result<(), String> {
     }
 }
 
-const ID_RULE: &str = "id must be a string, an integer in 0..=18446744073709551615 or null";
+pub(crate) const ID_RULE: &str =
+    "id must be a string, an integer in 0..=18446744073709551615 or null";
 
 /// A whole body: a request object or a batch.
 struct Body;

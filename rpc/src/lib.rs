@@ -37,6 +37,7 @@
 
 pub mod backend;
 mod call_limits;
+mod call_rate;
 pub mod client;
 pub mod error;
 mod health;
@@ -46,6 +47,7 @@ pub mod server;
 mod socket;
 pub mod types;
 pub mod verify;
+mod ws_inspect;
 
 pub use backend::{
     Backend, BlockRef, DroppedTx, EpochValidators, FinalizedEvent, KeyValue, StateRead, TxLookup,
@@ -54,8 +56,9 @@ pub use client::{Client, ClientConfig, ClientError, HttpTransport, WsTransport};
 pub use error::ApiError;
 pub use methods::{Api, EPOCH_CHANGES_MAX};
 pub use server::{
-    rpc_module, start, CorsPolicy, RpcServerConfig, RpcServerHandle, StartError, DEFAULT_RPC_PORT,
-    PER_IP_MAX_EXPOSED, PER_IP_MAX_LOOPBACK,
+    rpc_module, start, CorsPolicy, RpcServerConfig, RpcServerHandle, StartError,
+    CALL_RATE_PER_IP_EXPOSED, CALL_RATE_PER_IP_LOOPBACK, DEFAULT_RPC_PORT, PER_IP_MAX_EXPOSED,
+    PER_IP_MAX_LOOPBACK,
 };
 pub use types::FinalityRecord;
 pub use verify::{TrustAnchor, VerifyError};

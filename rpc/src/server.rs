@@ -8,7 +8,7 @@ use std::time::Duration;
 use jsonrpsee_server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee_server::{
     stop_channel, BatchRequestConfig, Methods, PingConfig, RpcModule, ServerBuilder, ServerConfig,
-    ServerHandle,
+    ServerHandle, StopHandle,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -16,6 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::backend::Backend;
 use crate::call_limits::CallLimits;
+use crate::call_rate::{CallRate, FORGET_EVERY};
 use crate::health::HealthLayer;
 use crate::http_limits::RequestLimitsLayer;
 use crate::methods;
@@ -50,6 +51,14 @@ pub const PER_IP_MAX_LOOPBACK: u32 = 64;
 /// of the default `connections_max`, so sixteen hosts are needed to fill the server.
 pub const PER_IP_MAX_EXPOSED: u32 = 16;
 
+/// Default of `calls_per_ip_per_second` on a loopback address: every local client (a bench, a
+/// wallet, an indexer) shares 127.0.0.1, and local load tests submit tens of thousands of
+/// calls a second.
+pub const CALL_RATE_PER_IP_LOOPBACK: u32 = 100_000;
+/// Default of `calls_per_ip_per_second` on any other address: one remote host may make a
+/// thousand calls a second (an explorer or a busy wallet backend stays well below).
+pub const CALL_RATE_PER_IP_EXPOSED: u32 = 1_000;
+
 /// Where the server listens and every bound it enforces, each with its default. It is the
 /// node's `config.toml` `[rpc]` section as it stands (serde defaults for missing fields,
 /// unknown fields refused).
@@ -79,6 +88,17 @@ pub struct RpcServerConfig {
     /// [`RpcServerConfig::effective_connections_per_ip_max`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections_per_ip_max: Option<u32>,
+    /// Calls one IP address may make per second, all its connections together: a token bucket
+    /// refilled at this rate; a call without a token is answered at once with code 1203 `busy`
+    /// (`what: "call_rate"`). Unset, it depends on where the server listens:
+    /// [`CALL_RATE_PER_IP_LOOPBACK`] on a loopback address and the stricter
+    /// [`CALL_RATE_PER_IP_EXPOSED`] anywhere else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_per_ip_per_second: Option<u32>,
+    /// The size of that bucket: calls one address may make at once above the rate (each call
+    /// of a batch counts). Unset: one second's worth of the rate. At least `batch_len_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_per_ip_burst: Option<u32>,
     /// Most calls running at once on one connection (a WebSocket's pipelined calls, an HTTP/2
     /// connection's streams); more are answered at once with code 1203 `busy`. Default 64.
     pub calls_per_connection_max: u32,
@@ -87,6 +107,13 @@ pub struct RpcServerConfig {
     pub subscriptions_per_connection_max: u32,
     /// Messages buffered per WebSocket connection before sends wait. Default 64.
     pub connection_buffer_messages: u32,
+    /// Most bytes of answers one connection may have waiting to be written (produced, not yet
+    /// taken by the client); past it the client is taken not to read and the connection is
+    /// closed. Bounds the memory a pipelining client that reads nothing holds with large
+    /// answers (full blocks, long key pages), where the count of unwritten answers alone lets
+    /// a thousand of them wait. Default 64 MiB; at least `response_body_bytes_max`, so one
+    /// answer of the largest size always fits.
+    pub connection_unwritten_bytes_max: u32,
     /// Longest wait for a request's headers, ms, from the connection's first byte or the end
     /// of the previous request. Default 10 s.
     pub header_timeout_ms: u64,
@@ -100,6 +127,11 @@ pub struct RpcServerConfig {
     /// A connection that takes none of the bytes the server writes for this long is closed,
     /// ms; while a write waits, nothing more is read from it. Default 20 s.
     pub write_stall_timeout_ms: u64,
+    /// Request bodies of more than 256 KiB (`LARGE_REQUEST_BYTES`) handled at once, server-wide:
+    /// parsing megabytes of JSON runs on the async workers every client and the consensus
+    /// driver share. A large body arriving while all are taken is answered `503` with code 1203
+    /// `busy` (`what: "large_requests"`). Default 1.
+    pub large_requests_max: u32,
     /// Threads checking submitted transactions (stateless checks and signature) off the
     /// consensus path. Default 2.
     pub admission_threads: u32,
@@ -146,13 +178,17 @@ impl Default for RpcServerConfig {
             batch_len_max: 100,
             connections_max: 256,
             connections_per_ip_max: None,
+            calls_per_ip_per_second: None,
+            calls_per_ip_burst: None,
             calls_per_connection_max: 64,
             subscriptions_per_connection_max: 64,
             connection_buffer_messages: 64,
+            connection_unwritten_bytes_max: 64 << 20,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             write_stall_timeout_ms: 20_000,
+            large_requests_max: 1,
             admission_threads: 2,
             admission_queue_max: 1024,
             storage_reads_max: 16,
@@ -208,6 +244,23 @@ impl RpcServerConfig {
             })
     }
 
+    /// The per-address call rate in force, calls per second: the configured one, or the
+    /// default for where the server listens (loopback or exposed).
+    pub fn effective_calls_per_ip_per_second(&self) -> u32 {
+        self.calls_per_ip_per_second
+            .unwrap_or(if self.listen_addr.ip().is_loopback() {
+                CALL_RATE_PER_IP_LOOPBACK
+            } else {
+                CALL_RATE_PER_IP_EXPOSED
+            })
+    }
+
+    /// The per-address burst in force: the configured one, or one second of the rate.
+    pub fn effective_calls_per_ip_burst(&self) -> u32 {
+        self.calls_per_ip_burst
+            .unwrap_or_else(|| self.effective_calls_per_ip_per_second())
+    }
+
     /// Checks the relations between settings.
     pub fn validate(&self) -> Result<(), StartError> {
         let invalid = |field: &'static str, reason: &str| {
@@ -234,11 +287,26 @@ impl RpcServerConfig {
         if self.connections_per_ip_max == Some(0) {
             return invalid("connections_per_ip_max", "must be at least 1");
         }
+        if self.calls_per_ip_per_second == Some(0) {
+            return invalid("calls_per_ip_per_second", "must be at least 1");
+        }
+        if self.effective_calls_per_ip_burst() < self.batch_len_max.max(1) {
+            return invalid(
+                "calls_per_ip_burst",
+                "must be at least batch_len_max (and 1), or a full batch could never pass",
+            );
+        }
         if self.calls_per_connection_max == 0 {
             return invalid("calls_per_connection_max", "must be at least 1");
         }
         if self.connection_buffer_messages == 0 {
             return invalid("connection_buffer_messages", "must be at least 1");
+        }
+        if self.connection_unwritten_bytes_max < self.response_body_bytes_max {
+            return invalid(
+                "connection_unwritten_bytes_max",
+                "must be at least response_body_bytes_max",
+            );
         }
         for (field, ms) in [
             ("header_timeout_ms", self.header_timeout_ms),
@@ -254,6 +322,7 @@ impl RpcServerConfig {
             return invalid("idle_timeout_ms", "must be at least 1000");
         }
         for (field, count) in [
+            ("large_requests_max", self.large_requests_max),
             ("admission_threads", self.admission_threads),
             ("admission_queue_max", self.admission_queue_max),
             ("storage_reads_max", self.storage_reads_max),
@@ -377,10 +446,17 @@ pub async fn start<B: Backend>(
         .layer(RequestLimitsLayer::new(
             config.request_body_bytes_max,
             millis(config.body_timeout_ms),
+            config.large_requests_max,
         ));
     let response_bytes_max = config.response_body_bytes_max as usize;
-    let rpc_middleware = RpcServiceBuilder::new()
-        .layer_fn(move |service| CallLimits::new(service, response_bytes_max));
+    let rate = Arc::new(CallRate::new(
+        config.effective_calls_per_ip_per_second(),
+        config.effective_calls_per_ip_burst(),
+    ));
+    let middleware_rate = Arc::clone(&rate);
+    let rpc_middleware = RpcServiceBuilder::new().layer_fn(move |service| {
+        CallLimits::new(service, response_bytes_max, Arc::clone(&middleware_rate))
+    });
     let service_builder = ServerBuilder::with_config(server_config)
         .set_http_middleware(http_middleware)
         .set_rpc_middleware(rpc_middleware)
@@ -403,9 +479,12 @@ pub async fn start<B: Backend>(
             .connection_buffer_messages
             .saturating_add(config.calls_per_connection_max)
             .saturating_add(UNWRITTEN_ANSWERS_BURST),
+        unwritten_bytes_max: u64::from(config.connection_unwritten_bytes_max),
         header_timeout: millis(config.header_timeout_ms),
         idle_timeout,
         write_stall_timeout: millis(config.write_stall_timeout_ms),
+        ws_message_bytes_max: config.request_body_bytes_max,
+        batch_len_max: config.batch_len_max,
     };
     let connection_stop = stop.clone();
     let make_service = move || {
@@ -413,9 +492,25 @@ pub async fn start<B: Backend>(
             .clone()
             .build(methods.clone(), connection_stop.clone())
     };
+    tokio::spawn(forget_idle_addresses(rate, stop.clone()));
     tokio::spawn(socket::serve(listener, make_service, stop, limits));
     tracing::info!(%local_addr, "JSON-RPC server listening (HTTP and WebSocket)");
     Ok(RpcServerHandle { handle, local_addr })
+}
+
+/// Drops the addresses whose call bucket is full again, every [`FORGET_EVERY`], until the
+/// server stops: the limiter's memory follows the active clients, not all clients ever seen.
+async fn forget_idle_addresses(rate: Arc<CallRate>, stop: StopHandle) {
+    let stopped = stop.shutdown();
+    tokio::pin!(stopped);
+    let mut every = tokio::time::interval(FORGET_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            _ = every.tick() => rate.forget_idle(),
+        }
+    }
 }
 
 /// The API as a jsonrpsee module, for embedding in another server or calling in-process.

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::ws_inspect::{Verdict, WsInspector};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The socket-level bounds, from [`crate::RpcServerConfig`].
@@ -40,9 +42,16 @@ pub(crate) struct SocketLimits {
     /// Most answers a connection may have produced and not yet begun to write; past it the
     /// client is not reading and the connection is closed.
     pub(crate) unwritten_answers_max: u32,
+    /// Most bytes of answers a connection may have produced and the socket not yet written;
+    /// past it the client is not reading and the connection is closed.
+    pub(crate) unwritten_bytes_max: u64,
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    /// Longest WebSocket message whose request ids are checked (`request_body_bytes_max`).
+    pub(crate) ws_message_bytes_max: u32,
+    /// `batch_len_max` (0: batches disabled), to tell which batches jsonrpsee refuses itself.
+    pub(crate) batch_len_max: u32,
 }
 
 /// What one connection is doing, shared by its socket, its HTTP requests and its calls: the
@@ -55,13 +64,23 @@ pub(crate) struct SocketLimits {
 /// answers the connection is closed: every waiting task then ends.
 #[derive(Debug)]
 pub(crate) struct ConnectionLoad {
+    ip: IpAddr,
     requests: AtomicU32,
     calls: AtomicU32,
     calls_max: u32,
     unwritten_answers: AtomicU32,
     unwritten_answers_max: u32,
+    unwritten_bytes: AtomicU64,
+    unwritten_bytes_max: u64,
     closed: AtomicBool,
     reader: Mutex<Option<Waker>>,
+    /// Set when the connection asked to become a WebSocket: from then on its socket inspects
+    /// the frames it reads ([`WsInspector`]).
+    websocket: AtomicBool,
+    /// WebSocket messages whose `id` cannot be answered, not yet answered with -32600.
+    bad_ids: AtomicU32,
+    /// WebSocket batches holding such an `id`, not yet refused with -32600.
+    bad_batches: AtomicU32,
 }
 
 /// The request extension through which HTTP middleware and RPC middleware find their
@@ -70,41 +89,103 @@ pub(crate) struct ConnectionLoad {
 pub(crate) struct Connection(pub(crate) Arc<ConnectionLoad>);
 
 impl ConnectionLoad {
-    fn new(calls_max: u32, unwritten_answers_max: u32) -> ConnectionLoad {
+    fn new(ip: IpAddr, limits: &SocketLimits) -> ConnectionLoad {
         ConnectionLoad {
+            ip,
             requests: AtomicU32::new(0),
             calls: AtomicU32::new(0),
-            calls_max,
+            calls_max: limits.calls_per_connection_max,
             unwritten_answers: AtomicU32::new(0),
-            unwritten_answers_max,
+            unwritten_answers_max: limits.unwritten_answers_max,
+            unwritten_bytes: AtomicU64::new(0),
+            unwritten_bytes_max: limits.unwritten_bytes_max,
             closed: AtomicBool::new(false),
             reader: Mutex::new(None),
+            websocket: AtomicBool::new(false),
+            bad_ids: AtomicU32::new(0),
+            bad_batches: AtomicU32::new(0),
         }
+    }
+
+    /// The connection's request asks for a WebSocket upgrade: what it reads next are frames.
+    pub(crate) fn upgrading_to_websocket(&self) {
+        self.websocket.store(true, Ordering::Release);
+    }
+
+    fn found(&self, verdict: Verdict) {
+        let counter = match verdict {
+            Verdict::Fine => return,
+            Verdict::BadId => &self.bad_ids,
+            Verdict::BadBatch => &self.bad_batches,
+        };
+        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_add(1))
+        });
+    }
+
+    /// True (once per message counted) when a notification the middleware sees is in fact a
+    /// WebSocket request with an `id` JSON-RPC cannot answer: it is to be answered -32600.
+    pub(crate) fn take_bad_id(&self) -> bool {
+        take_one(&self.bad_ids)
+    }
+
+    /// Like [`ConnectionLoad::take_bad_id`], for a batch holding such an entry.
+    pub(crate) fn take_bad_batch(&self) -> bool {
+        take_one(&self.bad_batches)
     }
 
     /// Counts an answer about to be handed to the connection; closes the connection when too
     /// many wait unwritten (the client does not read). True when the connection is closed.
     pub(crate) fn answer_produced(&self) -> bool {
         let unwritten = self.unwritten_answers.fetch_add(1, Ordering::AcqRel) + 1;
-        if unwritten > self.unwritten_answers_max && !self.closed.swap(true, Ordering::AcqRel) {
-            tracing::debug!(
-                unwritten,
-                "closing an RPC connection: the client does not read its answers"
-            );
-            let reader = self
-                .reader
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .take();
-            if let Some(reader) = reader {
-                reader.wake();
-            }
+        if unwritten > self.unwritten_answers_max {
+            self.close_unread("answers", u64::from(unwritten));
         }
         self.closed.load(Ordering::Acquire)
     }
 
-    fn wrote_bytes(&self) {
+    /// Counts the bytes of an answer just produced, before it is handed to the connection;
+    /// closes the connection when more than `unwritten_bytes_max` of them wait unwritten (the
+    /// client does not read, and each waiting answer holds its bytes in memory).
+    pub(crate) fn answer_bytes(&self, len: usize) {
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        let unwritten = self
+            .unwritten_bytes
+            .fetch_add(len, Ordering::AcqRel)
+            .saturating_add(len);
+        if unwritten > self.unwritten_bytes_max {
+            self.close_unread("bytes", unwritten);
+        }
+    }
+
+    /// Closes the connection of a client that does not read: its reader is woken and fails.
+    fn close_unread(&self, what: &'static str, unwritten: u64) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(
+            what,
+            unwritten,
+            "closing an RPC connection: the client does not read its answers"
+        );
+        let reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+
+    fn wrote_bytes(&self, written: usize) {
         self.unwritten_answers.store(0, Ordering::Release);
+        let written = u64::try_from(written).unwrap_or(u64::MAX);
+        let _ =
+            self.unwritten_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |unwritten| {
+                    Some(unwritten.saturating_sub(written))
+                });
     }
 
     fn is_closed(&self) -> bool {
@@ -143,6 +224,17 @@ impl ConnectionLoad {
     pub(crate) fn calls_max(&self) -> u32 {
         self.calls_max
     }
+
+    /// The client's IP address.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// An HTTP request being handled.
@@ -263,6 +355,9 @@ pub(crate) struct GuardedIo {
     stall: Option<Pin<Box<Sleep>>>,
     paused_reader: Option<Waker>,
     failed: Option<&'static str>,
+    ws_message_bytes_max: usize,
+    batch_len_max: usize,
+    inspector: Option<WsInspector>,
 }
 
 impl GuardedIo {
@@ -282,6 +377,27 @@ impl GuardedIo {
             stall: None,
             paused_reader: None,
             failed: None,
+            ws_message_bytes_max: limits.ws_message_bytes_max as usize,
+            batch_len_max: limits.batch_len_max as usize,
+            inspector: None,
+        }
+    }
+
+    /// Passes bytes just read from an upgraded connection through its [`WsInspector`].
+    fn inspect(&mut self, read: &[u8]) {
+        if self.inspector.is_none() {
+            if !self.load.websocket.load(Ordering::Acquire) {
+                return;
+            }
+            // The upgrade request was the last thing read: these are the first frames.
+            self.inspector = Some(WsInspector::new(
+                self.ws_message_bytes_max,
+                self.batch_len_max,
+            ));
+        }
+        if let Some(inspector) = self.inspector.as_mut() {
+            let load = &self.load;
+            inspector.feed(read, |verdict| load.found(verdict));
         }
     }
 
@@ -327,6 +443,7 @@ impl AsyncRead for GuardedIo {
                 if buf.filled().len() > before {
                     let deadline = Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
+                    this.inspect(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -362,8 +479,8 @@ impl AsyncWrite for GuardedIo {
         }
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(result) => {
-                if matches!(result, Ok(written) if written > 0) {
-                    this.load.wrote_bytes();
+                if let Ok(written @ 1..) = result {
+                    this.load.wrote_bytes(written);
                 }
                 this.wrote();
                 Poll::Ready(result)
@@ -433,10 +550,7 @@ pub(crate) async fn serve<S, F>(
             }
         };
         let _ = socket.set_nodelay(true);
-        let load = Arc::new(ConnectionLoad::new(
-            limits.calls_per_connection_max,
-            limits.unwritten_answers_max,
-        ));
+        let load = Arc::new(ConnectionLoad::new(remote.ip(), &limits));
         let io = GuardedIo::new(socket, Arc::clone(&load), slot, &limits);
         tokio::spawn(serve_connection(
             io,

@@ -1,6 +1,8 @@
 //! Hostile clients against the server's socket, connection and call bounds (issue 21): idle
 //! connections past the caps, a never-ending chunked body, a half-open WebSocket, a pipelined
-//! flood on one WebSocket, a client that never reads, oversized params and client mistakes.
+//! flood on one WebSocket, a client that never reads (small answers, batches, large answers),
+//! calls past an address's rate, large bodies, oversized params and client mistakes over HTTP
+//! and WebSocket.
 //! Each asserts what the attacker gets and that a normal client on another connection (from
 //! another address: 127.0.0.1, while attackers use 127.0.0.2 and 127.0.0.3) is still served.
 //! Every loop is bounded in count and time; no assertion is on a duration.
@@ -328,6 +330,86 @@ async fn client_mistakes_get_the_json_rpc_error_the_spec_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mistakes_over_websocket_get_the_same_errors_as_over_http() {
+    let node = MockNode::new();
+    let (_server, addr) = serve(&node, hostile_config()).await;
+    let mut ws = websocket(ATTACKER, addr, None).await;
+
+    // Ids JSON-RPC cannot answer: -32600 with id null, one answer per request, never silence
+    // (jsonrpsee alone takes them for notifications and says nothing).
+    let ids = [
+        r#"{"a":1}"#,
+        "[1]",
+        "1.5",
+        "18446744073709551616",
+        "true",
+        "-3",
+    ];
+    let mut requests = Vec::new();
+    for id in ids {
+        requests.extend(ws_text_frame(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_status","params":[]}}"#
+        )));
+    }
+    ws.write_all(&requests).await.unwrap();
+    let answers = read_texts(&mut ws, ids.len(), Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), ids.len(), "{answers:?}");
+    for answer in &answers {
+        let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+        let error = expect_error(&response, i64::from(INVALID_REQUEST));
+        assert!(response["id"].is_null(), "{response}");
+        assert!(
+            error["message"].as_str().unwrap().contains("id must be"),
+            "{error}"
+        );
+    }
+
+    // A batch with one such entry is refused whole, with one error.
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"mesh_status"},{"jsonrpc":"2.0","id":false,"method":"mesh_status"}]"#;
+    ws.write_all(&ws_text_frame(batch)).await.unwrap();
+    let answers = read_texts(&mut ws, 1, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let response: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    expect_error(&response, i64::from(INVALID_REQUEST));
+    assert!(response["id"].is_null(), "{response}");
+
+    // The same mistake split over several frames, with a ping between them.
+    let message = r#"{"jsonrpc":"2.0","method":"mesh_status","params":[],"id":{"x":[]}}"#;
+    let mut split = Vec::new();
+    split.extend(ws_frame(0x1, false, &message.as_bytes()[..20]));
+    split.extend(ws_frame(0x9, true, b"hi"));
+    split.extend(ws_frame(0x0, true, &message.as_bytes()[20..]));
+    ws.write_all(&split).await.unwrap();
+    // The pong comes first (not a text), then the error.
+    let answers = read_texts(&mut ws, 1, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let response: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    expect_error(&response, i64::from(INVALID_REQUEST));
+
+    // A true notification (no id) is still not answered, and good ids still work: the next
+    // two answers are the two calls'.
+    let mut requests = ws_text_frame(r#"{"jsonrpc":"2.0","method":"mesh_status","params":[]}"#);
+    for id in [99, 100] {
+        requests.extend(ws_text_frame(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_status","params":[]}}"#
+        )));
+    }
+    ws.write_all(&requests).await.unwrap();
+    let answers = read_texts(&mut ws, 2, Duration::from_secs(20)).await;
+    let mut ids: Vec<u64> = answers
+        .iter()
+        .map(|answer| {
+            let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+            assert!(response["result"].is_object(), "{response}");
+            response["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [99, 100], "{answers:?}");
+    assert!(served(addr).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_params_are_refused_before_they_are_parsed() {
     let node = MockNode::new();
     let (_server, addr) = serve(&node, test_config()).await;
@@ -391,6 +473,112 @@ async fn a_pipelined_flood_on_one_websocket_is_answered_busy_past_its_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_an_address_rate_are_answered_busy_and_other_addresses_are_served() {
+    let node = MockNode::new();
+    let config = RpcServerConfig {
+        // One call a second, five at once; the per-connection bound out of the way.
+        calls_per_ip_per_second: Some(1),
+        calls_per_ip_burst: Some(5),
+        batch_len_max: 5,
+        calls_per_connection_max: 100,
+        ..hostile_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+
+    // 40 calls pipelined on one WebSocket: the burst is served, the rest answered `busy`
+    // (`call_rate`) at once. Up to 10 may pass should the machine stall for 5 s meanwhile.
+    let mut ws = websocket(ATTACKER, addr, None).await;
+    let mut flood = Vec::new();
+    for id in 0..40 {
+        flood.extend(ws_text_frame(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"mesh_status","params":[]}}"#
+        )));
+    }
+    ws.write_all(&flood).await.unwrap();
+    let answers = read_texts(&mut ws, 40, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 40, "{answers:?}");
+    let mut served_calls = 0;
+    for answer in &answers {
+        let response: serde_json::Value = serde_json::from_str(answer).unwrap();
+        if response["result"].is_object() {
+            served_calls += 1;
+        } else {
+            let error = expect_error(&response, i64::from(BUSY));
+            assert_eq!(error["data"]["what"], "call_rate", "{error}");
+            assert_eq!(error["data"]["limit"], 1, "{error}");
+        }
+    }
+    assert!((5..=10).contains(&served_calls), "{served_calls} served");
+
+    // A batch from the same address takes one token per call: refused whole, one error.
+    let batch = format!(
+        "[{}]",
+        [r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#; 5].join(",")
+    );
+    ws.write_all(&ws_text_frame(&batch)).await.unwrap();
+    let answers = read_texts(&mut ws, 1, Duration::from_secs(20)).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let response: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    let error = expect_error(&response, i64::from(BUSY));
+    assert_eq!(error["data"]["what"], "call_rate", "{error}");
+
+    // Another address has its own bucket.
+    assert!(served(addr).await, "a normal client must be served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_handled_one_at_a_time_and_small_ones_meanwhile() {
+    let node = MockNode::new();
+    let config = RpcServerConfig {
+        large_requests_max: 1,
+        ..test_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+    // JSON may carry any amount of whitespace: 300 KB of it makes a body large.
+    let padding = " ".repeat(300_000);
+    let tx = hex_of(&transfer(&alice(), 0, &bob(), 1));
+
+    // A large body whose call waits (until the next block) holds the one permit: once its
+    // transaction is in the pool, its call runs (bounded: 100 looks, 50 ms apart).
+    let waiting = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"mesh_sendTransactionAndWait","params":["{tx}",30000]}}{padding}"#
+    );
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(post(&waiting).as_bytes()).await.unwrap();
+    for _ in 0..100 {
+        if !node.chain.lock().unwrap().mempool.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        node.chain.lock().unwrap().mempool.len(),
+        1,
+        "the first call must run"
+    );
+    // So another large body is answered 503 `busy` at once (`large_requests`).
+    let status =
+        format!(r#"{{"jsonrpc":"2.0","id":2,"method":"mesh_status","params":[]}}{padding}"#);
+    let (code, body) = exchange(addr, post(&status)).await.expect("an answer");
+    assert_eq!(code, 503, "{body}");
+    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = expect_error(&response, i64::from(BUSY));
+    assert_eq!(error["data"]["what"], "large_requests", "{error}");
+    assert!(response["id"].is_null(), "{response}");
+    // A small body is served meanwhile.
+    assert!(served(addr).await, "a normal client must be served");
+
+    // The block comes: the first gets its receipt, and large bodies are served again.
+    node.finalize();
+    let (text, _) = read_until_closed(&mut first, Duration::from_secs(30)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"result\""), "{text}");
+    let (status_code, text) = exchange(addr, post(&status)).await.expect("an answer");
+    assert_eq!(status_code, 200, "{text}");
+    assert!(text.contains("finalized_height"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_and_others_are_served() {
     never_reading_client_is_closed(
         r#"{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}"#,
@@ -404,6 +592,62 @@ async fn a_client_that_pipelines_batches_and_never_reads_is_closed() {
         r#"[{"jsonrpc":"2.0","id":1,"method":"mesh_status","params":[]}]"#,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_large_reads_and_never_reads_is_closed() {
+    // A block of 32 puts of 16 KiB values: about 1 MiB of JSON with `full_txs`.
+    let node = MockNode::new();
+    {
+        let mut chain = node.chain.lock().unwrap();
+        for nonce in 0..32u64 {
+            let stx = put(&alice(), nonce, &nonce.to_be_bytes(), &[7u8; 16 * 1024]);
+            chain.mempool.insert(stx.hash(), stx);
+        }
+    }
+    let height = node.finalize();
+    assert_eq!(
+        node.chain.lock().unwrap().blocks[height as usize].txs.len(),
+        32
+    );
+    let config = RpcServerConfig {
+        // Every call runs, and the count of unwritten answers (64 + 1000 + 1024) and the
+        // write-stall timeout are far off: only the byte bound can close this client.
+        calls_per_connection_max: 1000,
+        write_stall_timeout_ms: 600_000,
+        idle_timeout_ms: 600_000,
+        response_body_bytes_max: 2 << 20,
+        connection_unwritten_bytes_max: 4 << 20,
+        ..hostile_config()
+    };
+    let (_server, addr) = serve(&node, config).await;
+
+    // 100 calls, 100 MiB of answers, pipelined on a WebSocket that reads none.
+    let mut ws = websocket(ATTACKER, addr, Some(4096)).await;
+    let request = ws_text_frame(&format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"mesh_getBlock","params":[{height},true]}}"#
+    ));
+    let flood = request.repeat(100);
+    // The server may stop reading (back-pressure) or close before taking them all.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ws.write_all(&flood)).await;
+    assert!(served(addr).await, "a normal client must be served");
+    // Still reading nothing, the client finds its connection closed by the server (a write
+    // fails). Bounded: 60 tries, one every 500 ms; without the byte bound nothing closes it
+    // for ten minutes.
+    let mut closed = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let write = tokio::time::timeout(Duration::from_secs(1), ws.write_all(&request)).await;
+        if let Ok(Err(_)) = write {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a client holding more than connection_unwritten_bytes_max of unread answers must be closed"
+    );
+    assert!(served(addr).await);
 }
 
 /// Pipelines up to 200,000 copies of `message` (one call or one batch) on a WebSocket with

@@ -706,6 +706,24 @@ pub async fn websocket_handshake(stream: &mut tokio::net::TcpStream, addr: Socke
 }
 
 /// A masked WebSocket text frame (a zero mask key leaves the payload as is).
+/// One client frame of any opcode, `fin` or not, masked with a non-zero key.
+pub fn ws_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let key = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else if payload.len() <= usize::from(u16::MAX) {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
 pub fn ws_text_frame(payload: &str) -> Vec<u8> {
     let payload = payload.as_bytes();
     let mut frame = vec![0x81u8];
