@@ -102,10 +102,19 @@ fn every_scenario_under_load_keeps_every_invariant() {
     assert!(load.finalized > 0 && load.finalized_twice == 0, "{load:?}");
     assert_eq!(load.finalized_hashes.len() as u64, load.finalized);
 
-    // The joined full node is in testnet.json and running; the killed, paused and restarted
-    // validators are all running again.
+    // reconfigure grew the set by three and shrank it back, within the stall bound.
+    assert!(
+        report
+            .passed
+            .iter()
+            .any(|p| p.detail.contains("6 set changes")),
+        "no reconfigure liveness check: {:?}",
+        report.passed
+    );
+    // The joined full node and the three nodes that joined the set are in testnet.json and
+    // running; the killed, paused, restarted and retired validators are all running.
     let file = TestnetFile::load(&dir).unwrap();
-    assert_eq!(file.nodes.len(), 5);
+    assert_eq!(file.nodes.len(), 8);
     assert!(!file.nodes[4].validator);
     assert!(file.nodes.iter().all(node_alive));
 

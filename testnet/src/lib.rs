@@ -531,9 +531,11 @@ pub fn run(command: TestnetCommand, meshd: &Path) -> Result<(), TestnetError> {
             }
             let key = mesh_ledger::SecretKey::from_seed(setup::random_seed());
             let index = join(meshd, &dir, Some(&key))?;
-            membership::become_validator(&dir, index, &key, bond)
+            membership::become_validator(&dir, index, &key, bond, None)
         }
-        TestnetCommand::Leave { dir, node } => membership::leave(&setup::absolute(&dir)?, node),
+        TestnetCommand::Leave { dir, node } => {
+            membership::leave(&setup::absolute(&dir)?, node, None)
+        }
         TestnetCommand::Scenario {
             name,
             dir,

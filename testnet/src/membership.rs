@@ -3,8 +3,9 @@
 //! `mesh_validators`), never from `testnet.json`, whose `validator` field records only how a
 //! node was created.
 //!
-//! The testnet pays for these from its first development account (`accounts/account-0.json`):
-//! a joining key gets its bond plus fees, a leaving validator the fee of its unbond.
+//! The testnet pays for these from a funding account — its first development account
+//! (`accounts/account-0.json`) unless the caller names another: a joining key gets its bond
+//! plus fees, a leaving validator the fee of its unbond.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -116,6 +117,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, TestnetError> {
         .enable_all()
         .build()
         .map_err(|err| TestnetError::Bench(format!("cannot start the async runtime: {err}")))
+}
+
+/// `funder`, or the testnet's first development account.
+fn funding_account(
+    file: &TestnetFile,
+    funder: Option<&SecretKey>,
+) -> Result<SecretKey, TestnetError> {
+    match funder {
+        Some(funder) => Ok(funder.clone()),
+        None => load_keys(&file.accounts_dir, Some(1))?
+            .pop()
+            .ok_or_else(|| TestnetError::Usage("no development account to pay with".into())),
+    }
 }
 
 /// A running node to submit through: the first one whose RPC answers and that is not syncing
@@ -239,12 +253,11 @@ pub(crate) fn become_validator(
     index: usize,
     key: &SecretKey,
     bond: Option<u64>,
+    funder: Option<&SecretKey>,
 ) -> Result<(), TestnetError> {
     let file = TestnetFile::load(dir)?;
     let joined = file.node(index)?.clone();
-    let funder = load_keys(&file.accounts_dir, Some(1))?
-        .pop()
-        .ok_or_else(|| TestnetError::Usage("no development account to fund the bond".into()))?;
+    let funder = funding_account(&file, funder)?;
     let fee = fee_min(&joined.home);
     let schedule = epoch_schedule(&joined);
     runtime()?.block_on(async {
@@ -302,7 +315,11 @@ pub(crate) fn become_validator(
 
 /// `leave --node I`: unbonds node I's self-bond and waits until the set in force no longer
 /// holds its key. The process keeps running, as a full node.
-pub(crate) fn leave(dir: &Path, index: usize) -> Result<(), TestnetError> {
+pub(crate) fn leave(
+    dir: &Path,
+    index: usize,
+    funder: Option<&SecretKey>,
+) -> Result<(), TestnetError> {
     let file = TestnetFile::load(dir)?;
     let leaving = file.node(index)?.clone();
     let key = validator_key(&leaving).ok_or_else(|| {
@@ -313,9 +330,7 @@ pub(crate) fn leave(dir: &Path, index: usize) -> Result<(), TestnetError> {
         ))
     })?;
     let address = key.address();
-    let funder = load_keys(&file.accounts_dir, Some(1))?
-        .pop()
-        .ok_or_else(|| TestnetError::Usage("no development account to pay the fee".into()))?;
+    let funder = funding_account(&file, funder)?;
     let fee = fee_min(&leaving.home);
     let schedule = epoch_schedule(&leaving);
     runtime()?.block_on(async {

@@ -9,6 +9,7 @@
 //! | `pause` | SIGSTOP a validator for 10 s, then SIGCONT | liveness (the rest go on; it catches up), agreement, no equivocation |
 //! | `join` | a new full node joins once the chain is 100 blocks long | liveness (it syncs), agreement, state agreement (same state root) |
 //! | `restart-all` | under load, every node stopped at once — first all by SIGKILL, then all by SIGTERM — and started again | liveness (finality resumes within 20 s of the last start; every node catches up), agreement, state agreement, no equivocation, durability |
+//! | `reconfigure` | under load, three new nodes join the validator set one at a time (4 → 7), then three of the original validators leave it one at a time (7 → 4), each change by transaction at an epoch boundary | liveness (no stall over 20 s on node 0 throughout), agreement, state agreement, durability |
 //! | `all` | all of the above in that order, under one load | each of the above, then durability of every transaction the load saw final, on every node |
 //!
 //! Load comes from the bench (`bench.rs`) at a fixed rate, submitted to nodes 0 and 1 only (the
@@ -30,7 +31,7 @@ use crate::bench::{self, BenchOp, BenchOptions, BenchRate, BenchReport, BenchRun
 use crate::invariants::{client, rpc_failed, Invariant, Passed, Probe};
 use crate::metrics::scrape_metrics;
 use crate::state::TestnetFile;
-use crate::{faults, process, TestnetError};
+use crate::{faults, membership, process, TestnetError};
 
 /// The bound on a stall while one validator is down, and on finality resuming after
 /// `heal`.
@@ -51,6 +52,8 @@ pub const DEFAULT_LOAD_RATE: u32 = 40;
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(90);
 /// How long the load gets to show up in finalized transactions.
 const LOAD_START_LIMIT: Duration = Duration::from_secs(60);
+/// Validators `reconfigure` adds, then removes (4 → 7 → 4 on the usual testnet).
+pub(crate) const RECONFIGURE_CHANGES: usize = 3;
 /// Amount of the scenario transfer.
 const TRANSFER_AMOUNT: u64 = 7;
 
@@ -70,6 +73,9 @@ pub enum Scenario {
     Join,
     /// Under load, stop every node at once (SIGKILL, then SIGTERM) and start them again.
     RestartAll,
+    /// Under load, grow the validator set by three, one at a time, then let three of the
+    /// original validators leave. Changes the set for good: run it last.
+    Reconfigure,
     /// Every scenario above under one load, then durability on every node.
     All,
 }
@@ -117,6 +123,7 @@ pub fn scenario(meshd: &Path, options: &ScenarioOptions) -> Result<ScenarioRepor
         Scenario::Pause => run.pause(&mut passed).map(|()| None)?,
         Scenario::Join => run.join(&mut passed).map(|()| None)?,
         Scenario::RestartAll => Some(run.with_load(&mut passed, Run::restart_all)?),
+        Scenario::Reconfigure => Some(run.with_load(&mut passed, Run::reconfigure)?),
         Scenario::All => Some(run.with_load(&mut passed, Run::every_scenario)?),
     };
     let report = ScenarioReport {
@@ -228,7 +235,9 @@ impl Run {
         self.partition(passed)?;
         self.pause(passed)?;
         self.join(passed)?;
-        self.restart_all(passed)
+        self.restart_all(passed)?;
+        // Last: afterwards the set is no longer the validators testnet.json lists first.
+        self.reconfigure(passed)
     }
 
     /// Runs `body` under the background load, then stops the load, waits for its last
@@ -614,6 +623,112 @@ impl Run {
                 .state_agreement(&file, &nodes, target, &self.watched_accounts)?,
         );
         Ok(())
+    }
+}
+
+impl Run {
+    /// Scenario `reconfigure`: validators join and leave by transaction while the load runs;
+    /// node 0 (which leaves the set but keeps running) must never stand still for longer than
+    /// [`STALL_MAX`], and every node, old and new, must agree on the chain and the state.
+    fn reconfigure(&self, passed: &mut Vec<Passed>) -> Result<(), TestnetError> {
+        let before = self.validators.len();
+        if before < RECONFIGURE_CHANGES + 1 {
+            return Err(TestnetError::Usage(format!(
+                "reconfigure needs at least {} validators",
+                RECONFIGURE_CHANGES + 1
+            )));
+        }
+        println!(
+            "scenario reconfigure: {before} → {} → {before} validators, one change at a time",
+            before + RECONFIGURE_CHANGES
+        );
+        let watch = StallWatch::start(self.file()?.node(0)?.metrics.clone());
+        let started = Instant::now();
+        let outcome = (|| {
+            for _ in 0..RECONFIGURE_CHANGES {
+                let key = SecretKey::from_seed(random_seed());
+                let index = crate::join(&self.meshd, &self.dir, Some(&key))?;
+                membership::become_validator(
+                    &self.dir,
+                    index,
+                    &key,
+                    None,
+                    Some(&self.transfer_key),
+                )?;
+            }
+            for &index in &self.validators[..RECONFIGURE_CHANGES] {
+                membership::leave(&self.dir, index, Some(&self.transfer_key))?;
+            }
+            Ok(())
+        })();
+        let longest = watch.stop();
+        outcome?;
+        if longest > STALL_MAX {
+            return Err(Invariant::Liveness.violated(format!(
+                "node 0 finalized nothing for {:.1} s while the set changed (bound {} s)",
+                longest.as_secs_f64(),
+                STALL_MAX.as_secs()
+            )));
+        }
+        passed.push(Invariant::Liveness.passed(format!(
+            "{} set changes in {:.0} s, longest stall {:.1} s (bound {} s)",
+            2 * RECONFIGURE_CHANGES,
+            started.elapsed().as_secs_f64(),
+            longest.as_secs_f64(),
+            STALL_MAX.as_secs()
+        )));
+        let file = self.file()?;
+        let nodes = self.all_nodes()?;
+        let target = self.probe.top(&file, &[0]);
+        self.probe.wait_heights(
+            &file,
+            &nodes,
+            target,
+            CATCH_UP_LIMIT,
+            "every node reaches node 0's height after the set changes",
+        )?;
+        passed.push(self.probe.agreement(&file, &nodes, 1, target)?);
+        passed.push(
+            self.probe
+                .state_agreement(&file, &nodes, target, &self.watched_accounts)?,
+        );
+        Ok(())
+    }
+}
+
+/// The longest time a node's finalized height stood still, watched from its own thread.
+struct StallWatch {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Duration>,
+}
+
+impl StallWatch {
+    fn start(metrics: String) -> StallWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut best = 0;
+            let mut since = Instant::now();
+            let mut longest = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(now) = scrape_metrics(&metrics).map(|m| m.finalized_height) {
+                    if now > best {
+                        best = now;
+                        since = Instant::now();
+                    }
+                }
+                longest = longest.max(since.elapsed());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            longest
+        });
+        StallWatch { stop, thread }
+    }
+
+    /// Stops watching; the longest stall seen.
+    fn stop(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(Duration::MAX)
     }
 }
 
