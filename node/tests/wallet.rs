@@ -424,58 +424,38 @@ async fn bond_and_unbond_through_the_cli() {
     let alice = testnet.account.address().to_string();
     let validator = testnet.validators[0].address().to_string();
     let stranger = SecretKey::from_seed([44; 32]).address().to_string();
+    // `meshd tx <op> --validator V --amount N` from alice, with `extra` flags.
+    let staking = |op: &str, validator: &str, amount: &str, extra: &[&str]| {
+        let mut list = vec![
+            "tx",
+            op,
+            "--rpc",
+            &url,
+            "--key",
+            key,
+            "--validator",
+            validator,
+            "--amount",
+            amount,
+        ];
+        list.extend_from_slice(extra);
+        meshd(args(&list))
+    };
 
     // Registering the sender's own key as a candidate.
-    let run = meshd(args(&[
-        "tx",
-        "bond",
-        "--rpc",
-        &url,
-        "--key",
-        key,
-        "--validator",
-        &alice,
-        "--amount",
-        "100",
-        "--wait",
-    ]))
-    .await;
+    let run = staking("bond", &alice, "100", &["--wait"]).await;
     assert!(run.ok(), "{}", run.text());
     assert!(run.stdout.contains("status success"), "{}", run.text());
 
     // Refusals at admission carry the receipt reason's code; nothing is charged.
-    let run = meshd(args(&[
-        "tx",
-        "bond",
-        "--rpc",
-        &url,
-        "--key",
-        key,
-        "--validator",
-        &stranger,
-        "--amount",
-        "5",
-    ]))
-    .await;
+    let run = staking("bond", &stranger, "5", &[]).await;
     assert_eq!(run.code, Some(1), "{}", run.text());
     assert!(
         run.stderr.contains("unknown_validator, code 1301"),
         "{}",
         run.text()
     );
-    let run = meshd(args(&[
-        "tx",
-        "unbond",
-        "--rpc",
-        &url,
-        "--key",
-        key,
-        "--validator",
-        &validator,
-        "--amount",
-        "1",
-    ]))
-    .await;
+    let run = staking("unbond", &validator, "1", &[]).await;
     assert_eq!(run.code, Some(1), "{}", run.text());
     assert!(
         run.stderr.contains("insufficient_bond, code 1304"),
@@ -484,21 +464,7 @@ async fn bond_and_unbond_through_the_cli() {
     );
 
     // Unbonding the registration: the genesis validator keeps the set non-empty.
-    let run = meshd(args(&[
-        "tx",
-        "unbond",
-        "--rpc",
-        &url,
-        "--key",
-        key,
-        "--validator",
-        &alice,
-        "--amount",
-        "100",
-        "--wait",
-        "--json",
-    ]))
-    .await;
+    let run = staking("unbond", &alice, "100", &["--wait", "--json"]).await;
     assert!(run.ok(), "{}", run.text());
     assert_eq!(run.json()["status"]["status"], "success", "{}", run.text());
     node.stop().await.unwrap();

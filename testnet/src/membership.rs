@@ -273,18 +273,11 @@ pub(crate) fn become_validator(
         };
         let address = key.address();
         let funding = bond.saturating_add(fee.saturating_mul(2));
-        execute(
-            node,
-            &rpc,
-            &file.chain_id,
-            &funder,
-            fee,
-            Op::Transfer {
-                to: address,
-                amount: funding,
-            },
-        )
-        .await?;
+        let pay = Op::Transfer {
+            to: address,
+            amount: funding,
+        };
+        execute(node, &rpc, &file.chain_id, &funder, fee, pay).await?;
         println!("funded {} ({address}) with {funding}", joined.name);
         let bonded_at = execute(
             node,
@@ -342,18 +335,11 @@ pub(crate) fn leave(
                 leaving.name
             )));
         };
-        execute(
-            node,
-            &rpc,
-            &file.chain_id,
-            &funder,
-            fee,
-            Op::Transfer {
-                to: address,
-                amount: fee,
-            },
-        )
-        .await?;
+        let pay = Op::Transfer {
+            to: address,
+            amount: fee,
+        };
+        execute(node, &rpc, &file.chain_id, &funder, fee, pay).await?;
         // The whole bond, which is the key's own unless others delegated to it: then the
         // refusal (insufficient_bond) names what it bonded itself, and the delegators must
         // unbond theirs too for it to leave.
